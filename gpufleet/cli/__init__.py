@@ -1,0 +1,1 @@
+"""The ``gpufleet`` command. One module per group of subcommands."""

@@ -1,0 +1,36 @@
+"""Entry point: builds the Typer app and turns known errors into clean exits."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from gpufleet.cli import spec_commands
+from gpufleet.cli.common import err_console
+from gpufleet.errors import GpufleetError, SpecError
+
+app = typer.Typer(
+    name="gpufleet",
+    help="Declare a GPU training cluster once; render it, stand it up, train on it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(spec_commands.validate)
+app.command()(spec_commands.render)
+
+
+def main() -> None:
+    try:
+        app()
+    except SpecError as error:
+        for issue in error.issues:
+            err_console.print(issue.format(error.source), highlight=False, markup=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except GpufleetError as error:
+        err_console.print(f"error: {error}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

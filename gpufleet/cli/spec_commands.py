@@ -1,0 +1,33 @@
+"""validate and render: the spec's own commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gpufleet.cli.common import FileOption, StackOption, console, load_cli_spec
+from gpufleet.render import render_cluster, write_tree
+
+
+def validate(stack: StackOption = None, file: FileOption = None) -> None:
+    """Check a cluster spec. Exit 0 when valid (warnings on stderr), 2 when not."""
+    path, spec = load_cli_spec(stack, file)
+    console.print(
+        f"{path}: cluster '{spec.name}' is valid ({len(spec.hosts)} hosts, "
+        f"{sum(h.gpus for h in spec.hosts)} GPUs, fabric {spec.network.fabric})",
+        highlight=False,
+    )
+
+
+def render(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the files into.")],
+    stack: StackOption = None,
+    file: FileOption = None,
+) -> None:
+    """Write the cluster's files: Dockerfile, hostfile, and per host sshd_config,
+    authorized_keys, nftables.conf, nccl.env, docker-compose.yml."""
+    _, spec = load_cli_spec(stack, file)
+    written = write_tree(render_cluster(spec), out)
+    console.print(f"wrote {len(written)} files for {len(spec.hosts)} hosts under {out}")

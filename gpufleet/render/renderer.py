@@ -1,0 +1,120 @@
+"""Render every file a cluster needs, deterministically (same spec, same bytes)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+
+from gpufleet.derive.container import ContainerSettings, container_settings
+from gpufleet.derive.firewall import PING_RATE, FirewallPlan, firewall_plan
+from gpufleet.derive.nccl import NcclEnv, nccl_env
+from gpufleet.derive.slots import host_slots
+from gpufleet.derive.sshd import CONTAINER_SSH_DIR, SSHD_CONFIG_PATH, authorized_keys, sshd_settings
+from gpufleet.render.templating import render_template
+from gpufleet.spec.models import ClusterSpec, HostSpec
+
+LOGIN_UID = 1000
+
+RenderedTree = dict[PurePosixPath, str]
+
+
+def render_sshd_config(spec: ClusterSpec, host: HostSpec) -> str:
+    return render_template("sshd_config.j2", cluster=spec.name, host=host.name, settings=sshd_settings(spec))
+
+
+def render_nftables(spec: ClusterSpec, host: HostSpec, plan: FirewallPlan) -> str:
+    sets = [
+        (name, family, elements)
+        for name, family, elements in (
+            ("peers_v4", "ipv4", plan.peers_v4),
+            ("peers_v6", "ipv6", plan.peers_v6),
+            ("admin_v4", "ipv4", plan.admin_v4),
+            ("admin_v6", "ipv6", plan.admin_v6),
+        )
+        if elements  # nft refuses an empty 'elements = { }'
+    ]
+    return render_template(
+        "nftables.conf.j2",
+        cluster=spec.name,
+        host=host.name,
+        sets=sets,
+        ssh_ports=plan.ssh_ports,
+        ping_rate=PING_RATE,
+    )
+
+
+def render_nccl_env(nccl: NcclEnv) -> str:
+    return render_template("nccl.env.j2", comments=nccl.comments, env=nccl.env)
+
+
+def render_compose(spec: ClusterSpec, host: HostSpec, settings: ContainerSettings, nccl: NcclEnv) -> str:
+    extra_env = {k: v for k, v in settings.env.items() if k not in nccl.env}
+    return render_template(
+        "docker-compose.yml.j2", cluster=spec.name, host=host.name, c=settings, extra_env=extra_env
+    )
+
+
+def render_dockerfile(spec: ClusterSpec) -> str:
+    return render_template(
+        "Dockerfile.j2",
+        cluster=spec.name,
+        base=spec.image.base,
+        image_name=spec.image.name,
+        user=spec.ssh.user,
+        uid=LOGIN_UID,
+        ssh_dir=CONTAINER_SSH_DIR,
+    )
+
+
+def render_entrypoint(spec: ClusterSpec) -> str:
+    return render_template(
+        "entrypoint.sh.j2",
+        cluster=spec.name,
+        user=spec.ssh.user,
+        ssh_port=spec.ssh.port,
+        sshd_config=SSHD_CONFIG_PATH,
+    )
+
+
+def render_hostfile(spec: ClusterSpec) -> str:
+    hosts = [{"address": h.address, "slots": host_slots(spec, h)} for h in spec.hosts]
+    return render_template("hostfile.j2", hosts=hosts)
+
+
+def render_cluster(spec: ClusterSpec, nccl_envs: Mapping[str, NcclEnv] | None = None) -> RenderedTree:
+    """Every file of the cluster, keyed by its path in the output tree.
+
+    ``nccl_envs`` (host name -> env) replaces the spec-only NCCL derivation,
+    e.g. with one refined by probed host facts.
+    """
+    plan = firewall_plan(spec)  # identical on every host: derive it once
+    keys = authorized_keys(spec)
+    tree: RenderedTree = {
+        PurePosixPath("Dockerfile"): render_dockerfile(spec),
+        PurePosixPath("entrypoint.sh"): render_entrypoint(spec),
+        PurePosixPath("hostfile"): render_hostfile(spec),
+    }
+    for host in spec.hosts:
+        nccl = (nccl_envs or {}).get(host.name) or nccl_env(spec, host)
+        settings = container_settings(spec, host, nccl)
+        folder = PurePosixPath("hosts", host.name)
+        tree[folder / "sshd_config"] = render_sshd_config(spec, host)
+        tree[folder / "authorized_keys"] = keys
+        tree[folder / "nftables.conf"] = render_nftables(spec, host, plan)
+        tree[folder / "nccl.env"] = render_nccl_env(nccl)
+        tree[folder / "docker-compose.yml"] = render_compose(spec, host, settings, nccl)
+    return tree
+
+
+def write_tree(tree: RenderedTree, out: Path) -> list[Path]:
+    """Write the tree under ``out``; files are replaced atomically, nothing else is touched."""
+    written = []
+    for relative, text in sorted(tree.items()):
+        path = out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+        written.append(path)
+    return written

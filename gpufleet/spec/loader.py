@@ -1,0 +1,182 @@
+"""Stack file -> ClusterSpec, with every problem reported as ``cluster.<path>: <message>``.
+
+A stack file is a Pulumi ``Pulumi.<stack>.yaml``; the spec is the value of its
+``config: gpufleet:cluster`` key. A YAML file whose top level is the spec
+itself is accepted too (handy for tools that generate specs).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from gpufleet.errors import GpufleetError, SpecError, SpecIssue
+from gpufleet.spec.models import ClusterSpec
+
+CONFIG_KEY = "gpufleet:cluster"
+PROJECT_FILE = "Pulumi.yaml"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: YAML would silently keep the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first on line {seen[key] + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The folder holding ``Pulumi.yaml``: the current folder or a parent, else gpufleet's own."""
+    candidates = [start or Path.cwd()]
+    candidates += list(candidates[0].resolve().parents)
+    candidates.append(Path(__file__).resolve().parents[2])
+    for folder in candidates:
+        if (folder / PROJECT_FILE).is_file():
+            return folder
+    raise GpufleetError(
+        f"no {PROJECT_FILE} in {candidates[0]} or its parents: run gpufleet from the project "
+        "folder, or name the stack file with -f FILE"
+    )
+
+
+def resolve_stack_file(stack: str | None, file: Path | None) -> Path:
+    """``--stack NAME`` -> ``<project>/<stackConfigDir>/Pulumi.<NAME>.yaml``; ``-f FILE`` as is."""
+    if (stack is None) == (file is None):
+        raise GpufleetError("give exactly one of --stack NAME or -f FILE")
+    if file is not None:
+        if not file.is_file():
+            raise GpufleetError(f"{file}: no such file")
+        return file
+    assert stack is not None
+    root = find_project_root()
+    project = yaml.safe_load((root / PROJECT_FILE).read_text()) or {}
+    config_dir = root / str(project.get("stackConfigDir", "."))
+    path = config_dir / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in config_dir.glob("Pulumi.*.yaml"))
+        raise GpufleetError(
+            f"no stack {stack!r}: {path} does not exist (stacks here: {', '.join(known) or 'none'})"
+        )
+    return path
+
+
+def read_stack_config(path: Path) -> Any:
+    """The raw ``gpufleet:cluster`` value of a stack file (or a bare spec file)."""
+    source = str(path)
+    try:
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+    except yaml.YAMLError as error:
+        raise SpecError(source, [SpecIssue("", f"not valid YAML: {error}")]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise GpufleetError(f"{source}: cannot read: {error}") from None
+    if isinstance(document, dict) and isinstance(document.get("config"), dict):
+        config = document["config"]
+        if CONFIG_KEY not in config:
+            raise SpecError(source, [SpecIssue("", f"the stack file has no config key {CONFIG_KEY!r}")])
+        return config[CONFIG_KEY]
+    if isinstance(document, dict) and CONFIG_KEY in document:
+        return document[CONFIG_KEY]
+    if isinstance(document, dict) and "hosts" in document:
+        return document
+    raise SpecError(
+        source,
+        [
+            SpecIssue(
+                "",
+                f"expected a Pulumi stack file with 'config: {CONFIG_KEY}: ...' or a spec mapping",
+            )
+        ],
+    )
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "[key]":
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _clean_message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "unknown key: check its spelling against the spec reference (README)"
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+    if "[key]" in error["loc"]:
+        message = f"key {error['loc'][-2]!r}: {message}"
+    return message
+
+
+def issues_from_validation_error(error: ValidationError) -> list[SpecIssue]:
+    """Flatten pydantic's errors into field-path issues, expanding the cross-field rules."""
+    issues: list[SpecIssue] = []
+    for item in error.errors():
+        if item["type"] == "cluster_rules":
+            issues += [SpecIssue(path, message) for path, message in item["ctx"]["issues"]]
+            continue
+        path = _format_loc(tuple(item["loc"]))
+        issues.append(SpecIssue(path, _clean_message(item)))
+    return issues
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> ClusterSpec:
+    """Validate raw data (a mapping) into a ClusterSpec, or raise SpecError with every issue."""
+    try:
+        return ClusterSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(source, issues_from_validation_error(error)) from None
+
+
+def load_spec(path: Path) -> ClusterSpec:
+    return parse_spec(read_stack_config(path), source=str(path))
+
+
+def spec_warnings(spec: ClusterSpec) -> list[str]:
+    """Things that are allowed but that a reviewer should see."""
+    warnings = []
+    if spec.image.digest is None:
+        warnings.append(
+            "image.digest is not set: hosts pull 'latest', which is not reproducible; pin the image by digest"
+        )
+    for cidr in spec.ssh.admin_cidrs:
+        network = ipaddress.ip_network(cidr)
+        if network.prefixlen == 0:
+            warnings.append(f"ssh.admin_cidrs: {cidr} exposes SSH to the whole internet")
+        elif network.is_global:
+            warnings.append(f"ssh.admin_cidrs: {cidr} is a public network; prefer a VPN or bastion")
+    if spec.network.fabric == "auto":
+        warnings.append(
+            "network.fabric is auto: without probed facts (render --facts) the NCCL settings "
+            "are generic; probe the hosts or name the fabric"
+        )
+    return warnings

@@ -1,0 +1,545 @@
+"""The cluster spec: the one description every other part of gpufleet reads.
+
+It lives under the config key ``gpufleet:cluster`` of a Pulumi stack file.
+Field checks live on the fields; rules that span fields (addresses inside the
+cluster network, port collisions, NAS mounts nested in each other) live in
+``ClusterSpec._check_cluster_rules`` and report the exact field path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from gpufleet.spec.keys import check_public_key_line
+
+# --- reusable field types -------------------------------------------------------------
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control_chars(value: str) -> str:
+    # Every string ends up inside a rendered config file: a newline would let a
+    # value add its own sshd or nftables directive.
+    if _CONTROL_CHARS.search(value):
+        raise ValueError(
+            "contains a newline or control character; these are refused so that no "
+            "value can add lines to a rendered config file"
+        )
+    return value
+
+
+SafeStr = Annotated[str, AfterValidator(_no_control_chars)]
+
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _dns_label(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use 1-63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit (it becomes a hostname)"
+        )
+    return value
+
+
+DnsLabel = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_dns_label)]
+
+_CLUSTER_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$")
+
+
+def _cluster_name(value: str) -> str:
+    if not _CLUSTER_NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid cluster name: use 2-24 lowercase letters, digits "
+            "and '-', starting with a letter (it prefixes resource and namespace names)"
+        )
+    return value
+
+
+ClusterName = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_cluster_name)]
+
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+def _login_user(value: str) -> str:
+    if value == "root":
+        raise ValueError(
+            "root logins are refused; name an unprivileged user (e.g. 'trainer'); "
+            "the container runs sshd as root and drops to this user"
+        )
+    if not _USER_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid POSIX user name (e.g. 'trainer')")
+    return value
+
+
+LoginUser = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_login_user)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address (e.g. 10.10.0.11)") from None
+
+
+IpAddress = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_ip_address)]
+
+
+def _cidr(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a CIDR network (e.g. 10.10.0.0/16)") from None
+    if str(network) != value and "/" not in value:
+        # A bare address is accepted as a single-host network.
+        return str(network)
+    if str(network) != value:
+        raise ValueError(f"{value!r} has host bits set; did you mean {network}? (write the network address)")
+    return value
+
+
+Cidr = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_cidr)]
+
+
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not an absolute path (e.g. /data)")
+    normal = posixpath.normpath(value)
+    if normal != value or value == "/":
+        raise ValueError(f"{value!r} is not a clean absolute path below / (e.g. /data)")
+    return value
+
+
+AbsPath = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_absolute_path)]
+
+_NCCL_PREFIXES = ("NCCL_", "UCX_", "FI_", "RDMAV_")
+_ENV_KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def _nccl_key(value: str) -> str:
+    if not _ENV_KEY_RE.match(value) or not value.startswith(_NCCL_PREFIXES):
+        raise ValueError(
+            f"{value!r} is not an allowed override: keys must be upper-case environment "
+            f"names starting with {', '.join(_NCCL_PREFIXES)}"
+        )
+    return value
+
+
+NcclKey = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_nccl_key)]
+
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_IMAGE_RE = re.compile(r"^[a-z0-9]+([._/:-][a-zA-Z0-9_.-]+)*$")
+_DOCKER_SSH_RE = re.compile(
+    r"^(?P<user>[a-z_][a-z0-9_-]{0,31})@(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(:(?P<port>\d{1,5}))?$"
+)
+_HCA_RE = re.compile(r"^[A-Za-z0-9_]+(:\d+)?$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+def _hca_name(value: str) -> str:
+    if not _HCA_RE.match(value):
+        raise ValueError(f"{value!r} is not an HCA name (e.g. mlx5_0 or mlx5_0:1)")
+    return value
+
+
+HcaName = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_hca_name)]
+
+
+def _ifname(value: str) -> str:
+    if not _IFNAME_RE.match(value):
+        raise ValueError(f"{value!r} is not a network interface name (e.g. eth0, ens1f0)")
+    return value
+
+
+IfName = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_ifname)]
+
+# --- models ---------------------------------------------------------------------------
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: a typo'd key is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=False)
+
+
+DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.9.0-cuda12.8-cudnn9-runtime"
+
+
+class ImageSpec(SpecModel):
+    name: SafeStr = Field(
+        description="Registry reference of the training image, without tag or digest "
+        "(e.g. registry.example.com/ml/chatbot-train).",
+    )
+    digest: SafeStr | None = Field(
+        default=None,
+        description="The image's content digest, 'sha256:' + 64 hex. Without it the "
+        "cluster is not reproducible: hosts may pull different images.",
+    )
+    base: SafeStr = Field(
+        default=DEFAULT_BASE_IMAGE,
+        description="Base image the rendered Dockerfile builds from.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if "@" in value:
+            raise ValueError("put the digest in image.digest, not in image.name")
+        if not _IMAGE_RE.match(value):
+            raise ValueError(f"{value!r} is not an image reference (e.g. registry/ml/train)")
+        return value
+
+    @field_validator("digest")
+    @classmethod
+    def _check_digest(cls, value: str | None) -> str | None:
+        if value is not None and not _DIGEST_RE.match(value):
+            raise ValueError(
+                "must be 'sha256:' followed by 64 lowercase hex digits (see "
+                "'docker buildx imagetools inspect IMAGE' or the registry's digest)"
+            )
+        return value
+
+    @property
+    def reference(self) -> str:
+        """What hosts pull: ``name@digest`` when pinned, else ``name:latest``."""
+        return f"{self.name}@{self.digest}" if self.digest else f"{self.name}:latest"
+
+
+class SshSpec(SpecModel):
+    user: LoginUser = Field(
+        default="trainer", description="Login user inside the training container (never root)."
+    )
+    port: Port = Field(default=2222, description="Port of the training container's sshd.")
+    host_port: Port = Field(
+        default=22,
+        description="Port of the host's own sshd; the firewall opens it to admin_cidrs only.",
+    )
+    authorized_keys: list[SafeStr] = Field(
+        description="OpenSSH public key lines allowed to log in as ssh.user."
+    )
+    admin_cidrs: list[Cidr] = Field(
+        min_length=1,
+        description="Networks that may reach SSH (the host's and the container's). Nothing else reaches SSH.",
+    )
+    expose_ssh_to_the_internet: bool = Field(
+        default=False,
+        description="Opt-in to allow 0.0.0.0/0 or ::/0 in admin_cidrs. Leave false.",
+    )
+
+    @field_validator("authorized_keys")
+    @classmethod
+    def _check_keys(cls, keys: list[str]) -> list[str]:
+        if not keys:
+            raise ValueError(
+                "is empty: add at least one OpenSSH public key (e.g. the content of "
+                "~/.ssh/id_ed25519.pub); logins are key-only"
+            )
+        problems = []
+        for index, line in enumerate(keys):
+            problem = check_public_key_line(line)
+            if problem:
+                problems.append(f"[{index}]: {problem}")
+        if problems:
+            raise PydanticCustomError("public_key", "{detail}", {"detail": "; ".join(problems)})
+        return keys
+
+    @model_validator(mode="after")
+    def _check_public_ssh(self) -> SshSpec:
+        for cidr in self.admin_cidrs:
+            if ipaddress.ip_network(cidr).prefixlen == 0 and not self.expose_ssh_to_the_internet:
+                raise PydanticCustomError(
+                    "public_ssh",
+                    "{cidr} opens SSH to the whole internet; list your admin or VPN "
+                    "networks instead (or set ssh.expose_ssh_to_the_internet: true)",
+                    {"cidr": cidr},
+                )
+        return self
+
+
+Fabric = Literal["auto", "infiniband", "roce", "ethernet"]
+
+
+class NetworkSpec(SpecModel):
+    cluster_cidr: Cidr = Field(description="The training network; every host address lies inside it.")
+    fabric: Fabric = Field(
+        default="auto",
+        description="Interconnect NCCL uses: infiniband, roce (RoCE v2), ethernet (TCP "
+        "sockets only), or auto (decided from probed host facts).",
+    )
+    rdzv_port: Port = Field(default=29400, description="torchrun c10d rendezvous port on host 0.")
+    reserved_hcas: list[HcaName] = Field(
+        default_factory=list,
+        description="RDMA devices used for storage or management that NCCL must never use.",
+    )
+    ib_traffic_class: int | None = Field(
+        default=None, ge=0, le=255, description="NCCL_IB_TC for RoCE QoS (from your fabric team)."
+    )
+    ib_service_level: int | None = Field(default=None, ge=0, le=15, description="NCCL_IB_SL for RoCE/IB QoS.")
+
+    @property
+    def is_rdma(self) -> bool:
+        return self.fabric in ("infiniband", "roce")
+
+
+class NasShare(SpecModel):
+    name: DnsLabel = Field(description="Volume name (e.g. data, checkpoints).")
+    server: SafeStr = Field(description="NFS server address or hostname.")
+    export: AbsPath = Field(description="Exported path on the server (e.g. /export/data).")
+    mount: AbsPath = Field(description="Where the share appears inside the container.")
+    read_only: bool = Field(default=False, description="Mount read-only (datasets).")
+    options: list[SafeStr] = Field(
+        default_factory=lambda: ["nfsvers=4.1", "hard", "noatime"],
+        description="NFS mount options (without addr= and ro, which are derived).",
+    )
+
+    @field_validator("server")
+    @classmethod
+    def _check_server(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9.:-]+$", value):
+            raise ValueError(f"{value!r} is not an NFS server address or hostname")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _check_options(cls, options: list[str]) -> list[str]:
+        for option in options:
+            if "," in option or " " in option or not option:
+                raise ValueError(f"{option!r}: give one NFS option per list item")
+            if option.split("=", 1)[0] in ("addr", "ro", "rw"):
+                raise ValueError(f"{option!r} is derived from server/read_only; remove it")
+        return options
+
+
+class TrainingSpec(SpecModel):
+    nproc_per_node: Literal["auto"] | int = Field(
+        default="auto",
+        description="Worker processes per host; 'auto' = the host's GPU count (1 on CPU hosts).",
+    )
+    max_restarts: int = Field(default=0, ge=0, le=100, description="torchrun --max-restarts.")
+
+    @field_validator("nproc_per_node", mode="before")
+    @classmethod
+    def _check_nproc(cls, value: object) -> object:
+        # One clear message instead of pydantic's two union branches.
+        if value == "auto" or (type(value) is int and 1 <= value <= 1024):
+            return value
+        raise PydanticCustomError(
+            "nproc",
+            "must be 'auto' or a whole number from 1 to 1024, not {value!r}",
+            {"value": value},
+        )
+
+
+class JupyterSpec(SpecModel):
+    enabled: bool = Field(default=False, description="Run JupyterLab in the training container.")
+    port: Port = Field(
+        default=8888,
+        description="Port on 127.0.0.1 only; reach it with ssh -L. Never opened in the firewall.",
+    )
+
+
+class ContainerSpec(SpecModel):
+    """How the training container runs. The defaults are what NCCL needs."""
+
+    network_mode: Literal["host", "bridge"] = Field(
+        default="host",
+        description="host (required for NCCL across hosts; bridge is flagged by gpufleet lint).",
+    )
+    shm_size_gib: int = Field(default=16, ge=0, le=4096, description="/dev/shm size in GiB.")
+    ipc_host: bool = Field(default=False, description="Share the host IPC namespace.")
+    memlock_unlimited: bool = Field(
+        default=True, description="ulimit -l unlimited (RDMA registers pinned memory)."
+    )
+
+
+class HostSpec(SpecModel):
+    name: DnsLabel = Field(description="Host name; also the container's hostname.")
+    address: IpAddress = Field(description="The host's address on the training network.")
+    ssh_address: SafeStr | None = Field(
+        default=None, description="Where the controller reaches the host (default: address)."
+    )
+    docker_ssh: SafeStr | None = Field(
+        default=None,
+        description="user@host[:port] that the Pulumi runner uses to reach the host's "
+        "Docker daemon (default: <ssh.user>@<ssh_address>).",
+    )
+    gpus: int = Field(ge=0, le=64, description="GPU count; 0 = CPU-only host (gloo).")
+    hcas: list[HcaName] = Field(
+        default_factory=list, description="RDMA devices for NCCL when known (e.g. mlx5_0)."
+    )
+    ifname: IfName | None = Field(
+        default=None, description="Interface that carries the host's address (e.g. eth0)."
+    )
+
+    @field_validator("ssh_address")
+    @classmethod
+    def _check_ssh_address(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z0-9.:-]+$", value):
+            raise ValueError(f"{value!r} is not an address or hostname")
+        return value
+
+    @field_validator("docker_ssh")
+    @classmethod
+    def _check_docker_ssh(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        match = _DOCKER_SSH_RE.match(value)
+        if not match or (match["port"] and not 1 <= int(match["port"]) <= 65535):
+            raise ValueError(f"{value!r} is not user@host[:port] (e.g. admin@10.0.0.11:22)")
+        return value
+
+    @property
+    def reach_address(self) -> str:
+        return self.ssh_address or self.address
+
+
+class ClusterSpec(SpecModel):
+    """A GPU training cluster: the value of ``gpufleet:cluster`` in a stack file."""
+
+    name: ClusterName = Field(description="Cluster name; prefixes every resource.")
+    provisioner: Literal["pulumi", "local"] = Field(
+        default="pulumi",
+        description="pulumi: 'pulumi up' on real hosts; local: network namespaces on this "
+        "machine ('gpufleet up').",
+    )
+    image: ImageSpec
+    ssh: SshSpec
+    network: NetworkSpec
+    nas: list[NasShare] = Field(default_factory=list, description="NFS shares.")
+    nccl: dict[NcclKey, SafeStr] = Field(
+        default_factory=dict, description="NCCL_/UCX_/FI_/RDMAV_ overrides; they win."
+    )
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    jupyter: JupyterSpec = Field(default_factory=JupyterSpec)
+    container: ContainerSpec = Field(default_factory=ContainerSpec)
+    hosts: list[HostSpec] = Field(min_length=1, description="The hosts; hosts[0] runs rendezvous.")
+
+    @field_validator("nccl", mode="before")
+    @classmethod
+    def _stringify_nccl_values(cls, value: object) -> object:
+        # YAML turns NCCL_IB_TIMEOUT: 22 into an int; env values are strings.
+        if isinstance(value, dict):
+            return {k: _env_value(v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _check_cluster_rules(self) -> ClusterSpec:
+        issues = list(_cluster_rule_issues(self))
+        if issues:
+            raise PydanticCustomError(
+                "cluster_rules",
+                "{summary}",
+                {"issues": tuple(issues), "summary": "; ".join(f"{p}: {m}" for p, m in issues)},
+            )
+        return self
+
+    def host(self, name: str) -> HostSpec:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(name)
+
+
+def _env_value(value: object) -> object:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+def _cluster_rule_issues(spec: ClusterSpec) -> list[tuple[str, str]]:
+    """Rules that span fields, each as (field path, message)."""
+    issues: list[tuple[str, str]] = []
+    cidr = ipaddress.ip_network(spec.network.cluster_cidr)
+    seen_names: dict[str, int] = {}
+    seen_addresses: dict[str, int] = {}
+    for index, host in enumerate(spec.hosts):
+        path = f"hosts[{index}]"
+        if host.name in seen_names:
+            issues.append(
+                (
+                    f"{path}.name",
+                    f"duplicate host name {host.name!r} (also hosts[{seen_names[host.name]}])",
+                )
+            )
+        seen_names.setdefault(host.name, index)
+        if host.address in seen_addresses:
+            issues.append(
+                (
+                    f"{path}.address",
+                    f"host {host.name!r}: address {host.address} is already used by "
+                    f"hosts[{seen_addresses[host.address]}]",
+                )
+            )
+        seen_addresses.setdefault(host.address, index)
+        address = ipaddress.ip_address(host.address)
+        if address.version != cidr.version or address not in cidr:
+            issues.append(
+                (
+                    f"{path}.address",
+                    f"host {host.name!r}: {host.address} is outside network.cluster_cidr "
+                    f"{cidr}; use an address in that network or widen cluster_cidr",
+                )
+            )
+        elif address in (cidr.network_address, cidr.broadcast_address) and cidr.prefixlen < 31:
+            issues.append(
+                (
+                    f"{path}.address",
+                    f"host {host.name!r}: {host.address} is not a usable host address",
+                )
+            )
+        if host.hcas and spec.network.fabric == "ethernet":
+            issues.append((f"{path}.hcas", f"host {host.name!r} lists HCAs but network.fabric is ethernet"))
+
+    ports = {
+        "ssh.port": spec.ssh.port,
+        "ssh.host_port": spec.ssh.host_port,
+        "network.rdzv_port": spec.network.rdzv_port,
+    }
+    if spec.jupyter.enabled:
+        ports["jupyter.port"] = spec.jupyter.port
+    by_port: dict[int, str] = {}
+    for field, port in ports.items():
+        if port in by_port:
+            issues.append((field, f"port {port} collides with {by_port[port]}; pick another port"))
+        by_port.setdefault(port, field)
+
+    seen_share_names: dict[str, int] = {}
+    mounts: list[tuple[int, str]] = []
+    for index, share in enumerate(spec.nas):
+        if share.name in seen_share_names:
+            issues.append((f"nas[{index}].name", f"duplicate share name {share.name!r}"))
+        seen_share_names.setdefault(share.name, index)
+        for other_index, other in mounts:
+            if share.mount == other:
+                issues.append(
+                    (
+                        f"nas[{index}].mount",
+                        f"{share.mount} is also the mount of nas[{other_index}]",
+                    )
+                )
+            elif share.mount.startswith(other + "/") or other.startswith(share.mount + "/"):
+                issues.append(
+                    (
+                        f"nas[{index}].mount",
+                        f"{share.mount} is nested with {other} (nas[{other_index}]); "
+                        "give each share its own top-level path",
+                    )
+                )
+        mounts.append((index, share.mount))
+    return issues
