@@ -3,7 +3,8 @@
 
 # The venv is built on the system Python so that the local cluster's unprivileged
 # login user can run it (a pyenv Python under /root is not readable by others).
-PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || command -v python3.11 || command -v python3)
+# (Recursive '=': evaluated after system-deps has run.)
+PYTHON = $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -14,9 +15,7 @@ setup: system-deps $(VENV)/.installed
 system-deps:
 	@scripts/install-system-deps.sh
 
-$(VENV)/.installed: pyproject.toml
-	@test -x /usr/bin/python3.11 || scripts/install-system-deps.sh
-	$(eval PYTHON := $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || command -v python3.11))
+$(VENV)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
