@@ -34,6 +34,11 @@ class InventoryHost(BaseModel):
     ssh_port: int = Field(description="The training container's sshd port.")
     user: str
     host_key: str = Field(description="sshd host public key, '<type> <base64>'.")
+    python: str = Field(
+        default="python3",
+        description="Interpreter the launcher runs on the host (torchrun runs as '<python> -m "
+        "torch.distributed.run'); an absolute path for local clusters.",
+    )
 
     def known_hosts_line(self) -> str:
         host = self.ssh_address if self.ssh_port == 22 else f"[{self.ssh_address}]:{self.ssh_port}"
