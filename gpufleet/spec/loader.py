@@ -87,7 +87,7 @@ def read_stack_config(path: Path) -> Any:
     try:
         document = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
     except yaml.YAMLError as error:
-        raise SpecError(source, [SpecIssue("", f"not valid YAML: {error}")]) from None
+        raise SpecError(source, [SpecIssue("", f"not valid YAML: {_yaml_problem(error)}")]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise GpufleetError(f"{source}: cannot read: {error}") from None
     if isinstance(document, dict) and isinstance(document.get("config"), dict):
@@ -108,6 +108,15 @@ def read_stack_config(path: Path) -> Any:
             )
         ],
     )
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: 'line L, column C: problem' (PyYAML's own message spans several lines)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if mark is None:
+        return str(problem)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
