@@ -385,6 +385,23 @@ class HostSpec(SpecModel):
         default=None, description="Interface that carries the host's address (e.g. eth0)."
     )
 
+    host_key: SafeStr | None = Field(
+        default=None,
+        description="The host's OWN sshd public key ('ssh-ed25519 AAAA...', from "
+        "/etc/ssh/ssh_host_ed25519_key.pub): the Pulumi runner pins it when it reaches "
+        "the host over SSH. Required by the Pulumi program.",
+    )
+
+    @field_validator("host_key")
+    @classmethod
+    def _check_host_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        problem = check_public_key_line(value)
+        if problem:
+            raise ValueError(problem)
+        return " ".join(value.split()[:2])  # '<type> <base64>': the comment is not part of the pin
+
     @field_validator("ssh_address")
     @classmethod
     def _check_ssh_address(cls, value: str | None) -> str | None:
@@ -407,6 +424,31 @@ class HostSpec(SpecModel):
         return self.ssh_address or self.address
 
 
+class RunnerSpec(SpecModel):
+    """The machine that runs ``pulumi up``: how it logs into each host's own sshd."""
+
+    identity_file: SafeStr = Field(
+        default="~/.ssh/id_ed25519",
+        description="Path of the private key FILE on the runner (never the key itself) "
+        "that logs into hosts[].docker_ssh; or set it as a Pulumi secret: "
+        "pulumi config set --secret gpufleet:runner_private_key < KEYFILE.",
+    )
+
+    @field_validator("identity_file")
+    @classmethod
+    def _check_identity_file(cls, value: str) -> str:
+        if "PRIVATE KEY" in value or value.startswith("-----"):
+            raise ValueError(
+                "this is a private key, not a path: give the key FILE's path, or store the "
+                "key as a Pulumi secret (pulumi config set --secret gpufleet:runner_private_key)"
+            )
+        if not (value.startswith("/") or value.startswith("~/")) or any(c.isspace() for c in value):
+            raise ValueError(
+                f"{value!r} is not an absolute or ~/ path without spaces (e.g. ~/.ssh/id_ed25519)"
+            )
+        return value
+
+
 class ClusterSpec(SpecModel):
     """A GPU training cluster: the value of ``gpufleet:cluster`` in a stack file."""
 
@@ -426,6 +468,7 @@ class ClusterSpec(SpecModel):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     jupyter: JupyterSpec = Field(default_factory=JupyterSpec)
     container: ContainerSpec = Field(default_factory=ContainerSpec)
+    runner: RunnerSpec = Field(default_factory=RunnerSpec)
     hosts: list[HostSpec] = Field(min_length=1, description="The hosts; hosts[0] runs rendezvous.")
 
     @field_validator("nccl", mode="before")
