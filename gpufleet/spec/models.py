@@ -384,7 +384,6 @@ class HostSpec(SpecModel):
     ifname: IfName | None = Field(
         default=None, description="Interface that carries the host's address (e.g. eth0)."
     )
-
     host_key: SafeStr | None = Field(
         default=None,
         description="The host's OWN sshd public key ('ssh-ed25519 AAAA...', from "
