@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from gpufleet.cli import spec_commands
+from gpufleet.cli import pulumi_commands, spec_commands
 from gpufleet.cli.common import err_console
 from gpufleet.errors import GpufleetError, SpecError
 
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.command()(spec_commands.validate)
 app.command()(spec_commands.render)
+app.command()(pulumi_commands.inventory)
 
 
 def main() -> None:
