@@ -8,6 +8,7 @@ itself is accepted too (handy for tools that generate specs).
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,9 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
 def _format_loc(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:
@@ -126,8 +130,10 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
             path += f"[{part}]"
         elif part == "[key]":
             continue
+        elif not _PLAIN_KEY.match(part):
+            path += f"[{part!r}]"  # a user's key is quoted: it can't fake another error line
         else:
-            path += f".{part}" if path else str(part)
+            path += f".{part}" if path else part
     return path
 
 

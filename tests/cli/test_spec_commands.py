@@ -1,0 +1,204 @@
+"""`gpufleet validate` and `render` as a user runs them: exit codes, one line per error."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gpufleet.cli.main import main
+from gpufleet.errors import SpecError
+from gpufleet.spec import parse_spec
+from tests.conftest import PROJECT_ROOT
+from tests.spec.test_models import valid_spec
+
+GPUFLEET = Path(sys.executable).parent / "gpufleet"
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the CLI in-process; any exception but SystemExit fails the test (a traceback)."""
+    old_argv = sys.argv
+    sys.argv = ["gpufleet", *argv]
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    finally:
+        sys.argv = old_argv
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_stack(folder: Path, spec: Any) -> Path:
+    path = folder / "Pulumi.test.yaml"
+    path.write_text(yaml.safe_dump({"config": {"gpufleet:cluster": spec}}, allow_unicode=True))
+    return path
+
+
+def test_valid_stack_exits_0(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run_main(["validate", "-f", str(write_stack(tmp_path, valid_spec()))], capsys)
+    assert code == 0
+    assert "is valid" in out
+
+
+def test_warnings_go_to_stderr(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    spec = valid_spec()
+    del spec["image"]["digest"]
+    code, out, err = run_main(["validate", "-f", str(write_stack(tmp_path, spec))], capsys)
+    assert code == 0
+    assert "image.digest is not set" in err and "image.digest" not in out
+
+
+def test_invalid_stack_exits_2_with_one_line_per_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    spec = valid_spec()
+    spec["hosts"][1]["address"] = "192.168.0.1"
+    spec["ssh"]["port"] = 29400
+    path = write_stack(tmp_path, spec)
+    code, _, err = run_main(["validate", "-f", str(path)], capsys)
+    assert code == 2
+    assert err.splitlines() == [
+        f"{path}: cluster.hosts[1].address: host 'gpu-1': 192.168.0.1 is outside network.cluster_cidr "
+        "10.10.0.0/24; use an address in that network or widen cluster_cidr",
+        f"{path}: cluster.network.rdzv_port: port 29400 collides with ssh.port; pick another port",
+    ]
+
+
+def test_stack_name_and_missing_file_are_clear_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run_main(["validate", "-f", str(tmp_path / "missing.yaml")], capsys)
+    assert code == 1 and "no such file" in err
+    code, _, err = run_main(["validate", "--stack", "local", "-f", str(tmp_path / "x.yaml")], capsys)
+    assert code == 1 and "exactly one" in err
+
+
+def test_render_writes_the_tree(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run_main(["render", "--stack", "example-roce", "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, out
+    assert (tmp_path / "out/hosts/roce-b/nftables.conf").is_file()
+    assert (tmp_path / "out/hostfile").read_text() == "172.16.0.21 slots=8\n172.16.0.22 slots=8\n"
+
+
+def test_render_of_an_invalid_stack_writes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    spec = valid_spec()
+    spec["nccl"] = {"PATH": "/tmp"}
+    code, _, _ = run_main(
+        ["render", "-f", str(write_stack(tmp_path, spec)), "--out", str(tmp_path / "out")], capsys
+    )
+    assert code == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_console_script_end_to_end(tmp_path: Path) -> None:
+    """The installed command: exit code 2, field path, and no Python traceback."""
+    spec = valid_spec()
+    spec["ssh"]["authorized_keys"] = ["-----BEGIN OPENSSH PRIVATE KEY-----"]
+    path = write_stack(tmp_path, spec)
+    done = subprocess.run(
+        [str(GPUFLEET), "validate", "-f", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    assert "cluster.ssh.authorized_keys: [0]: this is a PRIVATE key" in done.stderr
+    assert "Traceback" not in done.stderr
+    ok = subprocess.run(
+        [str(GPUFLEET), "validate", "--stack", "local"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=PROJECT_ROOT,
+    )
+    assert ok.returncode == 0, ok.stderr
+
+
+# --- property: malformed specs never end in a traceback ------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _paths(value, (*prefix, index))
+    return found
+
+
+@st.composite
+def malformed_specs(draw: st.DrawFn) -> Any:
+    """A valid spec with one to three nodes replaced, deleted or given unknown keys."""
+    spec = copy.deepcopy(valid_spec())
+    for _ in range(draw(st.integers(1, 3))):
+        paths = [p for p in _paths(spec) if p]
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = spec
+        for part in path[:-1]:
+            parent = parent[part]
+        action = draw(st.sampled_from(["replace", "delete", "unknown-key"]))
+        if action == "replace" or not isinstance(parent, dict):
+            parent[path[-1]] = draw(json_values)
+        elif action == "delete":
+            del parent[path[-1]]
+        else:
+            parent[draw(st.text(min_size=1, max_size=10))] = draw(json_values)
+    return spec
+
+
+LINE = re.compile(r"^.+: cluster(\.|\[|:|$)")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=st.one_of(malformed_specs(), json_values))
+def test_malformed_specs_exit_2_with_messages(
+    spec: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_stack(tmp_path, spec)
+    try:
+        parse_spec(json.loads(json.dumps(spec)))
+        expected = 0
+    except SpecError:
+        expected = 2
+    code, _, err = run_main(["validate", "-f", str(path)], capsys)
+    assert code == expected, err
+    if expected == 2:
+        lines = err.splitlines()
+        assert lines and all(LINE.match(line) for line in lines), err
+        assert "Traceback" not in err
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=200))
+def test_arbitrary_text_files_exit_2(text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "garbage.yaml"
+    path.write_text(text)
+    code, _, err = run_main(["validate", "-f", str(path)], capsys)
+    assert code == 2, err
+    assert all(LINE.match(line) for line in err.splitlines()), err
