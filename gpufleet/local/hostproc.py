@@ -1,0 +1,226 @@
+"""One local host: its private files and its sshd, inside its namespaces.
+
+Each host runs ``ip netns exec NS unshare --mount --uts --propagation private``
+and, in that private mount namespace, overlays /etc with the host's folder
+(``hosts/<host>/etc`` in the state folder): the RENDERED sshd_config and
+authorized_keys plus the generated host key appear unchanged at
+/etc/gpufleet/ssh, next to private hosts, passwd, group and shadow files. The
+NAS stand-ins and the home folder are bind mounts. sshd starts in its own
+session, so it outlives ``gpufleet up`` and dies by process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpufleet.derive.sshd import CONTAINER_SSH_DIR, HOST_KEY_PATH, SSHD_CONFIG_PATH
+from gpufleet.local.accounts import LoginAccount, hosts_file, with_account
+from gpufleet.local.keys import KeyPair
+from gpufleet.spec.models import ClusterSpec, HostSpec
+
+SSHD = "/usr/sbin/sshd"
+HOSTS_DIR = "hosts"
+NAS_DIR = "nas"
+SSHD_LOG = "sshd.log"
+# sshd's privilege-separation chroot.
+PRIVSEP_DIR = Path("/run/sshd")
+_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+# Processes started by this Python process: reaped after `down` kills them so
+# that a long-lived caller (tests, the bench) leaves no zombies behind.
+_started: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    root: Path
+
+    @property
+    def etc(self) -> Path:
+        return self.root / "etc"
+
+    @property
+    def etc_work(self) -> Path:
+        return self.root / "etc-work"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def nftables(self) -> Path:
+        return self.root / "nftables.conf"
+
+    @property
+    def log(self) -> Path:
+        return self.root / SSHD_LOG
+
+    def in_etc(self, absolute: str) -> Path:
+        """Where a file under /etc on the host lives in the overlay's upper folder."""
+        assert absolute.startswith("/etc/")
+        return self.etc / absolute[len("/etc/") :]
+
+
+def host_paths(state: Path, host: str) -> HostPaths:
+    return HostPaths(state / HOSTS_DIR / host)
+
+
+def nas_source(state: Path, share: str) -> Path:
+    return state / NAS_DIR / share
+
+
+def start_script(spec: ClusterSpec, host: HostSpec, paths: HostPaths, state: Path) -> str:
+    """The shell run inside the host's namespaces; it ends by exec'ing sshd (same pid)."""
+    q = shlex.quote
+    overlay = f"lowerdir=/etc,upperdir={paths.etc},workdir={paths.etc_work}"
+    lines = [
+        f"nft -f {q(str(paths.nftables))}",
+        f"mount -t overlay gpufleet-etc -o {q(overlay)} /etc",
+        f"mount --bind {q(str(paths.home))} /home",
+    ]
+    for share in spec.nas:
+        lines.append(f"mount --bind {q(str(nas_source(state, share.name)))} {q(share.mount)}")
+        if share.read_only:
+            lines.append(f"mount -o remount,bind,ro {q(share.mount)}")
+    lines += [
+        f"hostname {q(host.name)}",
+        f"exec {SSHD} -D -e -f {q(SSHD_CONFIG_PATH)}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def start_argv(namespace: str, script: str) -> list[str]:
+    return [
+        "ip", "netns", "exec", namespace,
+        "unshare", "--mount", "--uts", "--propagation", "private",
+        "sh", "-ec", script,
+    ]  # fmt: skip
+
+
+def _copy_system_file(source: str, target: Path, text: str) -> None:
+    # Same owner and mode as the machine's file (shadow: root:shadow 0640).
+    info = os.stat(source)
+    target.write_text(text)
+    os.chown(target, info.st_uid, info.st_gid)
+    os.chmod(target, info.st_mode & 0o7777)
+
+
+def _write_private(path: Path, text: str, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, mode)
+
+
+def prepare_host(
+    spec: ClusterSpec,
+    host: HostSpec,
+    paths: HostPaths,
+    rendered: dict[str, str],
+    host_key: KeyPair,
+    account: LoginAccount,
+    system: tuple[str, str, str],
+) -> None:
+    """Write the host's folder. ``rendered`` maps file name -> text for this host."""
+    ssh_dir = paths.in_etc(CONTAINER_SSH_DIR)
+    ssh_dir.mkdir(parents=True, mode=0o755)
+    for folder in (paths.etc / "gpufleet", ssh_dir):
+        os.chmod(folder, 0o755)  # noqa: S103 - StrictModes: no group/world-writable dir on the key path
+    paths.etc_work.mkdir(mode=0o700)
+    (ssh_dir / "sshd_config").write_text(rendered["sshd_config"])
+    (ssh_dir / "authorized_keys").write_text(rendered["authorized_keys"])
+    os.chmod(ssh_dir / "authorized_keys", 0o644)
+    key_path = paths.in_etc(HOST_KEY_PATH)
+    _write_private(key_path, host_key.private_openssh, 0o600)
+    key_path.with_name(key_path.name + ".pub").write_text(host_key.public_line(host.name) + "\n")
+    passwd, group, shadow = with_account(*system, account)
+    _copy_system_file("/etc/passwd", paths.etc / "passwd", passwd)
+    _copy_system_file("/etc/group", paths.etc / "group", group)
+    _copy_system_file("/etc/shadow", paths.etc / "shadow", shadow)
+    (paths.etc / "hosts").write_text(hosts_file(spec, host))
+    (paths.etc / "hostname").write_text(host.name + "\n")
+    paths.nftables.write_text(rendered["nftables.conf"])
+    home = paths.home / account.user
+    home.mkdir(parents=True)
+    os.chmod(paths.home, 0o755)  # noqa: S103 - /home on the host, like any /home
+    os.chown(home, account.uid, account.gid)
+    os.chmod(home, 0o700)
+
+
+def start_host(namespace: str, script: str, log: Path) -> int:
+    """Start the host's sshd in its own session; returns its pid (= process group id)."""
+    PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            start_argv(namespace, script),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env=_ENV,
+        )
+    _started[process.pid] = process
+    return process.pid
+
+
+def host_exited(pid: int) -> bool:
+    process = _started.get(pid)
+    return process is not None and process.poll() is not None
+
+
+def kill_group(pid: int, namespace_inode: int | None) -> None:
+    """SIGKILL the process group led by ``pid``, only if it is still in the host's namespace.
+
+    The namespace check guards against a recycled pid of an unrelated process.
+    """
+    if namespace_inode is None or not _in_namespace(pid, namespace_inode):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _in_namespace(pid: int, inode: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net") == f"net:[{inode}]"
+    except OSError:
+        return False
+
+
+def kill_pids(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def reap() -> None:
+    """Collect the exit status of processes this Python process started and that have died."""
+    for pid, process in list(_started.items()):
+        if process.poll() is not None:
+            del _started[pid]
+
+
+def reap_wait(pids: list[int], timeout: float = 2.0) -> None:
+    for pid in pids:
+        process = _started.pop(pid, None)
+        if process is not None:
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _started[pid] = process
+
+
+def ensure_mountpoint(path: str) -> None:
+    """NAS mount points must exist on this machine to be bind-mounted over (empty, root-owned)."""
+    Path(path).mkdir(parents=True, exist_ok=True, mode=0o755)
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

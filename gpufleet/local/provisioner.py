@@ -1,0 +1,236 @@
+"""`up` and `down` for ``provisioner: local`` clusters (see gpufleet.local for the contract)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+from gpufleet.derive.sshd import authorized_keys
+from gpufleet.errors import GpufleetError
+from gpufleet.inventory import Inventory, InventoryHost, load_inventory, state_dir, write_state
+from gpufleet.local import hostproc, logins, netns, preflight_tools
+from gpufleet.local.accounts import choose_account
+from gpufleet.local.keys import generate_ed25519
+from gpufleet.local.names import (
+    check_names,
+    controller_address,
+    controller_link,
+    host_namespace,
+    lan_namespace,
+)
+from gpufleet.local.record import LocalRecord, read_record, spec_fingerprint, write_record
+from gpufleet.render import render_cluster
+from gpufleet.spec.models import ClusterSpec
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def namespaces_of(spec: ClusterSpec) -> list[str]:
+    """Hosts first, the LAN last (deleting it last keeps the hosts' veths attached till the end)."""
+    return [host_namespace(spec.name, h.name) for h in spec.hosts] + [lan_namespace(spec.name)]
+
+
+def cluster_is_up(spec: ClusterSpec, project_root: Path) -> bool:
+    """True when the state folder, every namespace and every host's sshd are there."""
+    folder = state_dir(project_root, spec.name)
+    record = read_record(folder)
+    return record is not None and _healthy(record, folder)
+
+
+def _healthy(record: LocalRecord, folder: Path) -> bool:
+    if not (folder / "inventory.json").is_file() or len(record.pids) + 1 != len(record.namespaces):
+        return False
+    if not all(netns.namespace_exists(ns) for ns in record.namespaces):
+        return False
+    for host, pid in record.pids.items():
+        inode = netns.namespace_inode(host_namespace(record.cluster, host))
+        if inode is None or not _alive_in(pid, inode):
+            return False
+    return True
+
+
+def _alive_in(pid: int, inode: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net") == f"net:[{inode}]"
+    except OSError:
+        return False
+
+
+def cluster_up(
+    spec: ClusterSpec, project_root: Path, progress: Progress = _quiet, login_timeout: float = 15.0
+) -> Inventory:
+    preflight_tools.check_provisioner(spec)
+    check_names(spec)
+    folder = state_dir(project_root, spec.name)
+    record = read_record(folder)
+    if record is not None:
+        if record.spec_fingerprint != spec_fingerprint(spec):
+            raise GpufleetError(
+                f"cluster {spec.name!r} is up with a different spec: run gpufleet down, then gpufleet up"
+            )
+        if _healthy(record, folder):
+            progress(f"cluster {spec.name!r} is already up; nothing changed")
+            return load_inventory(folder)
+        raise GpufleetError(
+            f"cluster {spec.name!r} is only partly up (a namespace or an sshd is gone): run gpufleet "
+            "down, then gpufleet up"
+        )
+    controller = controller_address(spec)
+    python = os.path.abspath(sys.executable)
+    preflight_tools.check_all(spec, controller, python)
+    leftovers = [ns for ns in namespaces_of(spec) if netns.namespace_exists(ns)]
+    if netns.link_exists(controller_link(spec.name)):
+        leftovers.append(f"link {controller_link(spec.name)}")
+    if leftovers or folder.exists():
+        raise GpufleetError(
+            f"cluster {spec.name!r}: {', '.join(leftovers) or str(folder)} already exist(s) but no "
+            "cluster was recorded: if they are this cluster's leftovers, run gpufleet down first"
+        )
+    passwd, group, shadow = (Path(f"/etc/{name}").read_text() for name in ("passwd", "group", "shadow"))
+    try:
+        account = choose_account(spec.ssh.user, passwd, group)
+    except ValueError as error:
+        raise GpufleetError(str(error)) from None
+
+    record = LocalRecord(
+        cluster=spec.name,
+        spec_fingerprint=spec_fingerprint(spec),
+        namespaces=namespaces_of(spec),
+        controller_link=controller_link(spec.name),
+        uid=account.uid,
+    )
+    try:
+        write_record(folder, record)
+        progress("generating keys and host files")
+        controller_key = generate_ed25519()
+        keys = {h.name: generate_ed25519() for h in spec.hosts}
+        tree = render_cluster(spec)
+        ak = authorized_keys(spec, extra_keys=(controller_key.public_line(f"gpufleet-{spec.name}"),))
+        for share in spec.nas:
+            source = hostproc.nas_source(folder, share.name)
+            source.mkdir(parents=True)
+            os.chown(source, account.uid, account.gid)
+            os.chmod(folder / hostproc.NAS_DIR, 0o755)  # noqa: S103 - reached only via bind mounts
+            hostproc.ensure_mountpoint(share.mount)
+        for host in spec.hosts:
+            rendered = {
+                name: tree[PurePosixPath("hosts", host.name, name)]
+                for name in ("sshd_config", "nftables.conf")
+            }
+            rendered["authorized_keys"] = ak
+            hostproc.prepare_host(
+                spec,
+                host,
+                hostproc.host_paths(folder, host.name),
+                rendered,
+                keys[host.name],
+                account,
+                (passwd, group, shadow),
+            )
+        progress(f"building the LAN ({len(spec.hosts)} hosts + controller {controller.address})")
+        netns.apply(netns.lan_plan(spec, controller))
+        progress("starting sshd on every host")
+        for host in spec.hosts:
+            paths = hostproc.host_paths(folder, host.name)
+            script = hostproc.start_script(spec, host, paths, folder)
+            record.pids[host.name] = hostproc.start_host(
+                host_namespace(spec.name, host.name), script, paths.log
+            )
+        write_record(folder, record)
+        inventory = Inventory(
+            cluster=spec.name,
+            provisioner="local",
+            hosts=[
+                InventoryHost(
+                    name=h.name,
+                    address=h.address,
+                    ssh_address=h.address,
+                    ssh_port=spec.ssh.port,
+                    user=spec.ssh.user,
+                    host_key=keys[h.name].public_openssh,
+                    python=python,
+                )
+                for h in spec.hosts
+            ],
+            image_digest=spec.image.digest,
+        )
+        progress("verifying key logins")
+        pids = dict(record.pids)
+        try:
+            logins.verify_all(
+                inventory.hosts,
+                controller_key.private_openssh,
+                alive=lambda name: not hostproc.host_exited(pids[name]),
+                timeout=login_timeout,
+            )
+        except GpufleetError as error:
+            raise GpufleetError(f"{error}{_log_tails(folder, spec)}") from None
+        write_state(folder, inventory, controller_key.private_openssh)
+        return inventory
+    except BaseException:
+        progress("failed: rolling back")
+        _teardown(record, folder)
+        raise
+
+
+def _log_tails(folder: Path, spec: ClusterSpec) -> str:
+    tails = []
+    for host in spec.hosts:
+        try:
+            lines = hostproc.host_paths(folder, host.name).log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        if lines:
+            tails.append(f"\n  {host.name} sshd log: " + "\n    ".join(lines[-5:]))
+    return "".join(tails)
+
+
+def cluster_down(spec: ClusterSpec, project_root: Path, progress: Progress = _quiet) -> None:
+    """Remove everything of the cluster; a cluster that is not up is not an error."""
+    folder = state_dir(project_root, spec.name)
+    record = read_record(folder)
+    fallback = LocalRecord(
+        cluster=spec.name,
+        spec_fingerprint="",
+        namespaces=namespaces_of(spec),
+        controller_link=controller_link(spec.name),
+        uid=-1,
+    )
+    if record is None:
+        record = fallback
+    else:
+        # The recorded names plus the spec's (the spec may have changed since up).
+        extra = [ns for ns in fallback.namespaces if ns not in record.namespaces]
+        record = record.model_copy(update={"namespaces": extra + record.namespaces})
+    present = [ns for ns in record.namespaces if netns.namespace_exists(ns)]
+    if not present and not netns.link_exists(record.controller_link) and not folder.exists():
+        progress(f"cluster {spec.name!r} is not up; nothing to do")
+        return
+    preflight_tools.check_root()
+    progress(f"removing cluster {spec.name!r}")
+    _teardown(record, folder)
+
+
+def _teardown(record: LocalRecord, folder: Path) -> None:
+    inodes = {ns: netns.namespace_inode(ns) for ns in record.namespaces}
+    for host, pid in record.pids.items():
+        hostproc.kill_group(pid, inodes.get(host_namespace(record.cluster, host)))
+    wanted = {inode for inode in inodes.values() if inode is not None}
+    killed: list[int] = []
+    for _ in range(50):  # sessions fork; repeat until the namespaces are empty
+        pids = netns.pids_in_namespaces(wanted) if wanted else []
+        if not pids:
+            break
+        hostproc.kill_pids(pids)
+        killed += pids
+        time.sleep(0.005)
+    hostproc.reap_wait(list(record.pids.values()) + killed, timeout=1.0)
+    netns.teardown(record.namespaces, record.controller_link)
+    hostproc.remove_tree(folder)
