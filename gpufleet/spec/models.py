@@ -133,7 +133,7 @@ _ENV_KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 def _nccl_key(value: str) -> str:
     if not _ENV_KEY_RE.match(value) or not value.startswith(_NCCL_PREFIXES):
         raise ValueError(
-            f"{value!r} is not an allowed override: keys must be upper-case environment "
+            "not an allowed override: keys must be upper-case environment "
             f"names starting with {', '.join(_NCCL_PREFIXES)}"
         )
     return value
@@ -180,6 +180,8 @@ DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.9.0-cuda12.8-cudnn9-runtime"
 
 
 class ImageSpec(SpecModel):
+    """The training image: pinned by digest, built from the rendered Dockerfile."""
+
     name: SafeStr = Field(
         description="Registry reference of the training image, without tag or digest "
         "(e.g. registry.example.com/ml/chatbot-train).",
@@ -220,6 +222,8 @@ class ImageSpec(SpecModel):
 
 
 class SshSpec(SpecModel):
+    """Key-only SSH into the training containers, reachable from admin networks only."""
+
     user: LoginUser = Field(
         default="trainer", description="Login user inside the training container (never root)."
     )
@@ -274,6 +278,8 @@ Fabric = Literal["auto", "infiniband", "roce", "ethernet"]
 
 
 class NetworkSpec(SpecModel):
+    """The training network and the interconnect NCCL uses."""
+
     cluster_cidr: Cidr = Field(description="The training network; every host address lies inside it.")
     fabric: Fabric = Field(
         default="auto",
@@ -296,6 +302,8 @@ class NetworkSpec(SpecModel):
 
 
 class NasShare(SpecModel):
+    """An NFS share mounted into every training container."""
+
     name: DnsLabel = Field(description="Volume name (e.g. data, checkpoints).")
     server: SafeStr = Field(description="NFS server address or hostname.")
     export: AbsPath = Field(description="Exported path on the server (e.g. /export/data).")
@@ -325,6 +333,8 @@ class NasShare(SpecModel):
 
 
 class TrainingSpec(SpecModel):
+    """torchrun defaults for `gpufleet train`."""
+
     nproc_per_node: Literal["auto"] | int = Field(
         default="auto",
         description="Worker processes per host; 'auto' = the host's GPU count (1 on CPU hosts).",
@@ -345,6 +355,8 @@ class TrainingSpec(SpecModel):
 
 
 class JupyterSpec(SpecModel):
+    """JupyterLab in the container, on 127.0.0.1 only (reach it with ssh -L)."""
+
     enabled: bool = Field(default=False, description="Run JupyterLab in the training container.")
     port: Port = Field(
         default=8888,
@@ -367,6 +379,8 @@ class ContainerSpec(SpecModel):
 
 
 class HostSpec(SpecModel):
+    """One GPU host."""
+
     name: DnsLabel = Field(description="Host name; also the container's hostname.")
     address: IpAddress = Field(description="The host's address on the training network.")
     ssh_address: SafeStr | None = Field(
