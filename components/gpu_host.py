@@ -1,0 +1,126 @@
+"""GpuHost: one GPU host's Docker daemon (over SSH), firewall, image, NAS volumes and container."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_docker as docker
+from pulumi_command import remote
+
+from components.container_args import container_args
+from components.host_firewall import HostFirewall, HostFirewallArgs
+from components.nas_volume import NasVolume, NasVolumeArgs
+from components.remote_access import docker_ssh_opts, ssh_target
+from gpufleet.derive.container import container_settings
+from gpufleet.derive.firewall import FirewallPlan
+from gpufleet.derive.nccl import NcclEnv
+from gpufleet.derive.sshd import authorized_keys
+from gpufleet.pulumi_outputs import host_output
+from gpufleet.render.renderer import render_nftables, render_sshd_config
+from gpufleet.spec.models import ClusterSpec, HostSpec
+
+RESOURCE_TYPE = "gpufleet:components:GpuHost"
+
+
+@dataclass(frozen=True)
+class GpuHostArgs:
+    """Validated spec objects plus the keys ClusterKeys made.
+
+    A dataclass, not a TypedDict of Inputs: the host's settings come from the
+    validated spec through the pure derivations, which need the spec objects
+    themselves; only the keys are (secret) Outputs.
+    """
+
+    spec: ClusterSpec
+    host: HostSpec
+    nccl: NcclEnv
+    firewall_plan: FirewallPlan
+    image_reference: pulumi.Input[str]
+    controller_public_key: pulumi.Input[str]
+    host_public_key: pulumi.Input[str]
+    host_private_key: pulumi.Input[str]
+    """Secret: the container sshd's host key."""
+    runner_private_key: pulumi.Input[str]
+    """Secret: the key the runner logs into the host's own sshd with."""
+
+
+class GpuHost(pulumi.ComponentResource):
+    inventory_entry: pulumi.Output[dict[str, Any]]
+    """The host in the inventory: how the launcher reaches its container."""
+    container_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: GpuHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(RESOURCE_TYPE, name, None, opts)
+        spec, host = args.spec, args.host
+        target = ssh_target(spec, host)
+        provider = docker.Provider(
+            f"{name}-docker",
+            host=target.docker_url,
+            ssh_opts=docker_ssh_opts(target, spec.runner.identity_file),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        on_host = pulumi.ResourceOptions(parent=self, provider=provider)
+
+        firewall = HostFirewall(
+            f"{name}-firewall",
+            HostFirewallArgs(
+                connection=remote.ConnectionArgs(
+                    host=target.host,
+                    port=target.port,
+                    user=target.user,
+                    host_key=target.host_key,
+                    private_key=pulumi.Output.secret(args.runner_private_key),
+                ),
+                nftables_conf=render_nftables(spec, host, args.firewall_plan),
+                sudo=target.needs_sudo,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        image = docker.RemoteImage(
+            f"{name}-image", name=args.image_reference, keep_locally=True, opts=on_host
+        )
+
+        settings = container_settings(spec, host, args.nccl)
+        volume_names: dict[str, pulumi.Input[str]] = {}
+        for share, volume in zip(spec.nas, settings.volumes, strict=True):
+            nas = NasVolume(
+                f"{name}-nas-{share.name}",
+                NasVolumeArgs(
+                    volume_name=volume.name, driver_opts=volume.driver_opts, labels=settings.labels
+                ),
+                opts=pulumi.ResourceOptions(parent=self, providers=[provider]),
+            )
+            volume_names[volume.name] = nas.name
+
+        keys = pulumi.Output.from_input(args.controller_public_key).apply(
+            lambda controller: authorized_keys(spec, extra_keys=(controller,))
+        )
+        container = docker.Container(
+            f"{name}-container",
+            **container_args(
+                settings,
+                image=image.image_id,
+                config_contents={
+                    "sshd_config": render_sshd_config(spec, host),
+                    "authorized_keys": keys,
+                    "ssh_host_ed25519_key": pulumi.Output.secret(args.host_private_key),
+                },
+                volume_names=volume_names,
+            ),
+            # The container's sshd listens on the host network: lock the host down first.
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[firewall]),
+        )
+        self.container_id = container.id
+        self.inventory_entry = pulumi.Output.all(container.id, args.host_public_key).apply(
+            lambda values: host_output(
+                name=host.name,
+                address=host.address,
+                ssh_address=host.reach_address,
+                ssh_port=spec.ssh.port,
+                user=spec.ssh.user,
+                host_key=str(values[1]),
+            )
+        )
+        self.register_outputs({"inventory_entry": self.inventory_entry, "container_id": self.container_id})

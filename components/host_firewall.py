@@ -1,0 +1,68 @@
+"""HostFirewall: the rendered nftables.conf on the host, over SSH (pulumi-command)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TypedDict
+
+import pulumi
+from pulumi_command import remote
+
+from gpufleet.derive.firewall import TABLE_FAMILY, TABLE_NAME
+
+RESOURCE_TYPE = "gpufleet:components:HostFirewall"
+
+
+def apply_script(sudo: bool) -> str:
+    """Reads the ruleset on stdin, checks it with ``nft -c``, then applies it.
+
+    The file only ever replaces its own table (it starts with 'table ...;
+    delete table ...'), so Docker's and the host's other rules stay.
+    """
+    nft = "sudo -n nft" if sudo else "nft"
+    return (
+        'set -eu; umask 077; f=$(mktemp); trap \'rm -f "$f"\' EXIT; cat > "$f"; '
+        f'{nft} -c -f "$f"; {nft} -f "$f"'
+    )
+
+
+def remove_script(sudo: bool) -> str:
+    """Deletes only the gpufleet table, and succeeds when it is already gone."""
+    nft = "sudo -n nft" if sudo else "nft"
+    table = f"{TABLE_FAMILY} {TABLE_NAME}"
+    return f"set -eu; if {nft} list table {table} >/dev/null 2>&1; then {nft} delete table {table}; fi"
+
+
+def content_trigger(nftables_conf: str) -> str:
+    return hashlib.sha256(nftables_conf.encode()).hexdigest()
+
+
+class HostFirewallArgs(TypedDict):
+    connection: pulumi.Input[remote.ConnectionArgs]
+    """How to reach the host's own sshd; must carry host_key (pulumi-command skips the check without it)."""
+    nftables_conf: pulumi.Input[str]
+    """The rendered nftables.conf for this host."""
+    sudo: bool
+    """Run nft through 'sudo -n' (the runner's login is not root)."""
+
+
+class HostFirewall(pulumi.ComponentResource):
+    """Default-drop input, SSH from admin networks, everything from cluster peers."""
+
+    applied: pulumi.Output[str]
+    """sha256 of the applied nftables.conf."""
+
+    def __init__(self, name: str, args: HostFirewallArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(RESOURCE_TYPE, name, None, opts)
+        trigger = pulumi.Output.from_input(args["nftables_conf"]).apply(content_trigger)
+        command = remote.Command(
+            f"{name}-nftables",
+            connection=args["connection"],
+            create=apply_script(args["sudo"]),
+            delete=remove_script(args["sudo"]),
+            stdin=args["nftables_conf"],
+            triggers=[trigger],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.applied = pulumi.Output.all(command.id, trigger).apply(lambda values: str(values[1]))
+        self.register_outputs({"applied": self.applied})
