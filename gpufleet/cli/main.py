@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from gpufleet.cli import pulumi_commands, spec_commands
+from gpufleet.cli import cluster_commands, pulumi_commands, spec_commands
 from gpufleet.cli.common import err_console
 from gpufleet.errors import GpufleetError, SpecError
 
@@ -20,6 +20,9 @@ app = typer.Typer(
 app.command()(spec_commands.validate)
 app.command()(spec_commands.render)
 app.command()(pulumi_commands.inventory)
+app.command()(cluster_commands.up)
+app.command()(cluster_commands.down)
+app.command()(cluster_commands.ssh)
 
 
 def main() -> None:

@@ -82,6 +82,11 @@ def cluster_up(
             f"cluster {spec.name!r} is only partly up (a namespace or an sshd is gone): run gpufleet "
             "down, then gpufleet up"
         )
+    if any(char in str(folder) for char in ",:\n"):
+        raise GpufleetError(
+            f"the state folder {folder} contains ',' or ':', which mount options cannot carry: "
+            "run gpufleet from a project folder without them"
+        )
     controller = controller_address(spec)
     python = os.path.abspath(sys.executable)
     preflight_tools.check_all(spec, controller, python)
