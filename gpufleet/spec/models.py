@@ -478,6 +478,11 @@ class ClusterSpec(SpecModel):
     nccl: dict[NcclKey, SafeStr] = Field(
         default_factory=dict, description="NCCL_/UCX_/FI_/RDMAV_ overrides; they win."
     )
+    nccl_reasons: dict[NcclKey, SafeStr] = Field(
+        default_factory=dict,
+        description="Why an override is there, per key (gpufleet lint asks for one for "
+        "NCCL_P2P_DISABLE, NCCL_ALGO and NCCL_PROTO).",
+    )
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     jupyter: JupyterSpec = Field(default_factory=JupyterSpec)
     container: ContainerSpec = Field(default_factory=ContainerSpec)
@@ -521,6 +526,9 @@ def _env_value(value: object) -> object:
 def _cluster_rule_issues(spec: ClusterSpec) -> list[tuple[str, str]]:
     """Rules that span fields, each as (field path, message)."""
     issues: list[tuple[str, str]] = []
+    for key in spec.nccl_reasons:
+        if key not in spec.nccl:
+            issues.append((f"nccl_reasons.{key}", f"gives a reason for {key}, which nccl does not set"))
     cidr = ipaddress.ip_network(spec.network.cluster_cidr)
     seen_names: dict[str, int] = {}
     seen_addresses: dict[str, int] = {}
