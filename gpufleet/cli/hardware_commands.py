@@ -8,12 +8,14 @@ from typing import Annotated
 
 import typer
 
-from gpufleet.cli.common import FileOption, StackOption, console, load_cli_spec
+from gpufleet.cli.common import FileOption, StackOption, console, load_cli_spec, warn
+from gpufleet.derive.nccl import NcclEnv, nccl_env
 from gpufleet.errors import GpufleetError
 from gpufleet.facts import HostFacts, load_facts_dir
 from gpufleet.lint import findings_table, has_errors, summary
 from gpufleet.lint import lint as lint_spec
 from gpufleet.probe import probe as probe_host
+from gpufleet.spec import ClusterSpec
 
 FactsOption = Annotated[
     Path | None,
@@ -38,6 +40,18 @@ def probe(
 
 def facts_for(folder: Path | None, host_names: list[str]) -> dict[str, HostFacts] | None:
     return None if folder is None else load_facts_dir(folder, host_names)
+
+
+def facts_nccl_envs(spec: ClusterSpec, folder: Path | None) -> dict[str, NcclEnv] | None:
+    """Per-host NCCL envs from DIR/<host>.json (warnings to stderr); None without a folder."""
+    facts = facts_for(folder, [h.name for h in spec.hosts])
+    if facts is None:
+        return None
+    envs = {h.name: nccl_env(spec, h, facts[h.name]) for h in spec.hosts}
+    for name, env in envs.items():
+        for message in env.warnings:
+            warn(f"{name}: {message}")
+    return envs
 
 
 def lint(stack: StackOption = None, file: FileOption = None, facts: FactsOption = None) -> None:

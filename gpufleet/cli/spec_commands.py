@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from gpufleet.cli.common import FileOption, StackOption, console, load_cli_spec
+from gpufleet.cli.hardware_commands import FactsOption, facts_nccl_envs
 from gpufleet.render import render_cluster, write_tree
 
 
@@ -25,9 +26,12 @@ def render(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the files into.")],
     stack: StackOption = None,
     file: FileOption = None,
+    facts: FactsOption = None,
 ) -> None:
     """Write the cluster's files: Dockerfile, hostfile, and per host sshd_config,
-    authorized_keys, nftables.conf, nccl.env, docker-compose.yml."""
+    authorized_keys, nftables.conf, nccl.env, docker-compose.yml.
+
+    With --facts DIR, each host's nccl.env is derived from DIR/<host>.json (gpufleet probe)."""
     _, spec = load_cli_spec(stack, file)
-    written = write_tree(render_cluster(spec), out)
+    written = write_tree(render_cluster(spec, facts_nccl_envs(spec, facts)), out)
     console.print(f"wrote {len(written)} files for {len(spec.hosts)} hosts under {out}")
