@@ -20,6 +20,7 @@ from unittest import mock
 import pulumi
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from pulumi.runtime.mocks import MockMonitor
 
 PROJECT = "gpufleet"
 PROGRAM = Path(__file__).resolve().parents[1] / "__main__.py"
@@ -46,6 +47,8 @@ class GpufleetMocks(pulumi.runtime.Mocks):
 
     def __init__(self) -> None:
         self.resources: list[pulumi.runtime.MockResourceArgs] = []
+        self.dependencies: dict[str, list[str]] = {}
+        """Per resource name, the URNs it depends on (parents' depends_on included)."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
         self.resources.append(args)
@@ -66,11 +69,24 @@ class GpufleetMocks(pulumi.runtime.Mocks):
         return {}, None
 
 
+class _RecordingMonitor(MockMonitor):
+    """The stock mock monitor, plus a record of each registration's dependencies."""
+
+    def __init__(self, mocks: GpufleetMocks) -> None:
+        super().__init__(mocks)
+        self.recorder = mocks
+
+    def RegisterResource(self, request: Any) -> Any:  # the gRPC method's name
+        self.recorder.dependencies[request.name] = list(request.dependencies)
+        return super().RegisterResource(request)
+
+
 @dataclass
 class ProgramRun:
     """What one run of the program registered and exported."""
 
     resources: list[pulumi.runtime.MockResourceArgs]
+    dependencies: dict[str, list[str]] = field(default_factory=dict)
     exports: dict[str, Any] = field(default_factory=dict)
     secret_exports: set[str] = field(default_factory=set)
 
@@ -88,7 +104,9 @@ def start_mocks(stack: str, config: Mapping[str, str], secret_keys: list[str]) -
     """Fresh process-global Pulumi state: root stack, mocks and config."""
     pulumi.runtime.settings.ROOT.set(None)
     mocks = GpufleetMocks()
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
+    pulumi.runtime.set_mocks(
+        mocks, project=PROJECT, stack=stack, preview=False, monitor=_RecordingMonitor(mocks)
+    )
     pulumi.runtime.set_all_config(dict(config), secret_keys)
     return mocks
 
@@ -122,7 +140,7 @@ def run_program(
         return pulumi.Output.all(*outputs.values())
 
     body()
-    run = ProgramRun(resources=mocks.resources)
+    run = ProgramRun(resources=mocks.resources, dependencies=mocks.dependencies)
     for name, output in outputs.items():
         # Every future is done once the test body has returned.
         data = output._data.result()
