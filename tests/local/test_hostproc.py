@@ -1,0 +1,51 @@
+"""A local host's start script (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gpufleet.derive.sshd import SSHD_CONFIG_PATH
+from gpufleet.local.hostproc import host_paths, start_argv, start_script
+from tests.conftest import stack_spec
+
+
+def _script(state: Path = Path("/state")) -> list[str]:
+    spec = stack_spec("local")
+    return start_script(spec, spec.hosts[0], host_paths(state, "node-0"), state).splitlines()
+
+
+def test_script_applies_the_firewall_before_sshd_starts() -> None:
+    lines = _script()
+    assert lines[0] == "nft -f /state/hosts/node-0/nftables.conf"
+    assert lines[-1] == f"exec /usr/sbin/sshd -D -e -f {SSHD_CONFIG_PATH}"
+
+
+def test_etc_is_overlaid_with_the_hosts_folder() -> None:
+    assert (
+        "mount -t overlay gpufleet-etc -o "
+        "lowerdir=/etc,upperdir=/state/hosts/node-0/etc,workdir=/state/hosts/node-0/etc-work /etc"
+    ) in _script()
+
+
+def test_nas_shares_are_bind_mounted_and_read_only_ones_remounted() -> None:
+    lines = _script()
+    assert "mount --bind /state/nas/data /data" in lines
+    assert "mount -o remount,bind,ro /data" in lines
+    assert "mount --bind /state/nas/checkpoints /checkpoints" in lines
+    assert "mount -o remount,bind,ro /checkpoints" not in lines
+
+
+def test_hostname_is_the_host_name() -> None:
+    assert "hostname node-0" in _script()
+
+
+def test_paths_with_spaces_are_quoted() -> None:
+    lines = _script(Path("/my state"))
+    assert "nft -f '/my state/hosts/node-0/nftables.conf'" in lines
+
+
+def test_argv_enters_the_namespace_then_private_mount_and_uts() -> None:
+    argv = start_argv("gpufleet-local-node-0", "true")
+    assert argv[:4] == ["ip", "netns", "exec", "gpufleet-local-node-0"]
+    assert argv[4:9] == ["unshare", "--mount", "--uts", "--propagation", "private"]
+    assert argv[-3:] == ["sh", "-ec", "true"]
