@@ -49,6 +49,8 @@ class GpufleetMocks(pulumi.runtime.Mocks):
         self.resources: list[pulumi.runtime.MockResourceArgs] = []
         self.dependencies: dict[str, list[str]] = {}
         """Per resource name, the URNs it depends on (parents' depends_on included)."""
+        self.parents: dict[str, str] = {}
+        """Per resource name, its parent's URN."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
         self.resources.append(args)
@@ -78,6 +80,7 @@ class _RecordingMonitor(MockMonitor):
 
     def RegisterResource(self, request: Any) -> Any:  # the gRPC method's name
         self.recorder.dependencies[request.name] = list(request.dependencies)
+        self.recorder.parents[request.name] = request.parent
         return super().RegisterResource(request)
 
 
@@ -87,6 +90,7 @@ class ProgramRun:
 
     resources: list[pulumi.runtime.MockResourceArgs]
     dependencies: dict[str, list[str]] = field(default_factory=dict)
+    parents: dict[str, str] = field(default_factory=dict)
     exports: dict[str, Any] = field(default_factory=dict)
     secret_exports: set[str] = field(default_factory=set)
 
@@ -140,7 +144,7 @@ def run_program(
         return pulumi.Output.all(*outputs.values())
 
     body()
-    run = ProgramRun(resources=mocks.resources, dependencies=mocks.dependencies)
+    run = ProgramRun(resources=mocks.resources, dependencies=mocks.dependencies, parents=mocks.parents)
     for name, output in outputs.items():
         # Every future is done once the test body has returned.
         data = output._data.result()
