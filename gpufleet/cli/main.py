@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from gpufleet.cli import cluster_commands, hardware_commands, pulumi_commands, spec_commands
+from gpufleet.cli import cluster_commands, hardware_commands, launch_commands, pulumi_commands, spec_commands
 from gpufleet.cli.common import err_console
 from gpufleet.errors import GpufleetError, SpecError
 
@@ -25,6 +25,11 @@ app.command()(cluster_commands.down)
 app.command()(cluster_commands.ssh)
 app.command()(hardware_commands.probe)
 app.command()(hardware_commands.lint)
+app.command()(launch_commands.preflight)
+app.command(context_settings=launch_commands.TRAIN_CONTEXT)(launch_commands.train)
+app.command()(launch_commands.logs)
+app.command()(launch_commands.status)
+app.command()(launch_commands.stop)
 
 
 def main() -> None:

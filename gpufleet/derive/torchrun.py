@@ -1,0 +1,94 @@
+"""The torchrun command line and environment for one host of a run.
+
+Pure: the launcher ships the result to the host. c10d rendezvous runs on
+hosts[0]; ``is_host`` is set explicitly so that no host has to guess from its
+own addresses whether it serves the store, and every run gets its own
+``--rdzv-id`` (a stale store from an earlier run must never be reused).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpufleet.derive.nccl import nccl_env
+from gpufleet.derive.slots import host_slots
+from gpufleet.spec.models import ClusterSpec, HostSpec
+
+# A broken rendezvous (firewall, a host that never starts) fails in about this
+# long instead of torch's 600 s join default.
+DEFAULT_JOIN_TIMEOUT_S = 120
+DEFAULT_READ_TIMEOUT_S = 60
+# torch expands ${rank} per worker line: "[rank3]: ..." in the host's log.
+LOG_LINE_PREFIX = "[rank${rank}]:"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What one run adds to the spec: its id, what to start, where its files go."""
+
+    run_id: str
+    script: str
+    script_args: tuple[str, ...] = ()
+    run_dir: str = "."
+    nproc_per_node: int | None = None
+    join_timeout_s: int = DEFAULT_JOIN_TIMEOUT_S
+    read_timeout_s: int = DEFAULT_READ_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class TorchrunCommand:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+
+
+def rdzv_endpoint(spec: ClusterSpec) -> str:
+    address = spec.hosts[0].address
+    if ":" in address:  # IPv6
+        address = f"[{address}]"
+    return f"{address}:{spec.network.rdzv_port}"
+
+
+def nproc_for(spec: ClusterSpec, host: HostSpec, override: int | None = None) -> int:
+    return override if override is not None else host_slots(spec, host)
+
+
+def run_tag(run_id: str, host: HostSpec) -> str:
+    """Marks every process of this run on this host (env), so stop can find all of them."""
+    return f"{run_id}@{host.name}"
+
+
+def torchrun_command(spec: ClusterSpec, host: HostSpec, run: RunSettings, python: str) -> TorchrunCommand:
+    """``<python> -m torch.distributed.run ...`` for ``host``, with its env (NCCL/gloo included)."""
+    is_host = host.name == spec.hosts[0].name
+    rdzv_conf = (
+        f"join_timeout={run.join_timeout_s},read_timeout={run.read_timeout_s},is_host={str(is_host).lower()}"
+    )
+    argv = (
+        python,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={len(spec.hosts)}",
+        f"--nproc-per-node={nproc_for(spec, host, run.nproc_per_node)}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={rdzv_endpoint(spec)}",
+        f"--rdzv-id={run.run_id}",
+        f"--rdzv-conf={rdzv_conf}",
+        f"--max-restarts={spec.training.max_restarts}",
+        "--tee=3",
+        f"--log-dir={run.run_dir}/torchrun/{host.name}",
+        run.script,
+        *run.script_args,
+    )
+    env = dict(nccl_env(spec=spec, host=host).env)
+    env.update(
+        {
+            "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": LOG_LINE_PREFIX,
+            "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+            "GPUFLEET_RUN": run.run_id,
+            "GPUFLEET_RUN_DIR": run.run_dir,
+            "GPUFLEET_HOST": host.name,
+            "GPUFLEET_RUN_TAG": run_tag(run.run_id, host),
+        }
+    )
+    return TorchrunCommand(argv=argv, env=env)

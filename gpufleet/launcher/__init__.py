@@ -1,0 +1,1 @@
+"""The launcher: SSH to every host of a cluster (Fabric), preflight, and torchrun runs."""

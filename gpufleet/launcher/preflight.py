@@ -1,0 +1,344 @@
+"""Preflight: what every host has (the probe), what a run will do there (hostcheck), judged.
+
+Three steps over the open connections, each on all hosts in parallel: host 0
+listens on the rendezvous port; every host runs the probe and the checks; the
+controller reads each host's clock. ``evaluate`` is pure: facts in, one
+``Check`` per host and check out; ``gpufleet.lint`` adds its findings on the
+live facts. Checks that do not apply are ``skipped``, never ``ok``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.table import Table
+from rich.text import Text
+
+from gpufleet.errors import GpufleetError
+from gpufleet.facts import HostFacts, parse_facts
+from gpufleet.launcher.remote import shell_command
+from gpufleet.lint import lint
+from gpufleet.lint.findings import Finding
+from gpufleet.lint.report import finding_lines
+from gpufleet.spec.models import ClusterSpec
+
+Status = Literal["ok", "warn", "fail", "skipped"]
+CHECKS = ("versions", "cuda", "nas", "rendezvous", "clock", "memlock", "shm", "rdma", "lint")
+CLOCK_WARN_S = 0.25
+CLOCK_FAIL_S = 1.0
+LISTEN_SECONDS = 15
+GPU_SHM_MIN_BYTES = 1 << 30
+CPU_SHM_WARN_BYTES = 256 << 20
+_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skipped": "dim"}
+
+
+@dataclass(frozen=True)
+class Check:
+    status: Status
+    summary: str
+    detail: str = ""
+
+
+@dataclass
+class PreflightReport:
+    hosts: list[str]
+    results: dict[str, dict[str, Check]]
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failed_hosts())
+
+    def failed_hosts(self) -> list[str]:
+        return [h for h in self.hosts if any(c.status == "fail" for c in self.results[h].values())]
+
+    def table(self) -> Table:
+        table = Table(title="preflight", title_justify="left", show_lines=True)
+        table.add_column("host")
+        for name in CHECKS:
+            table.add_column(name, overflow="fold")
+        for host in self.hosts:
+            cells = [self.results[host][name] for name in CHECKS]
+            table.add_row(host, *(Text(f"{c.status}\n{c.summary}", style=_STYLE[c.status]) for c in cells))
+        return table
+
+    def details(self) -> list[str]:
+        lines = [
+            f"{host} {name}: {check.status.upper()}: {check.detail or check.summary}"
+            for host in self.hosts
+            for name, check in self.results[host].items()
+            if check.status in ("fail", "warn")
+        ]
+        return lines + finding_lines(self.findings)
+
+
+# -- judging (pure) ------------------------------------------------------------------------
+
+
+def _size(value: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= scale:
+            return f"{value / scale:.0f} {unit}"
+    return f"{value} B"
+
+
+def _versions(facts: HostFacts | None) -> dict[str, str]:
+    if facts is None:
+        return {}
+    torch = facts.torch
+    found = {"python": facts.python or "?", "torch": (torch.version if torch else None) or "missing"}
+    if torch and torch.cuda:
+        found["cuda"] = torch.cuda
+    if torch and torch.nccl_version:
+        found["nccl"] = torch.nccl_version
+    return found
+
+
+def check_versions(host: str, facts: dict[str, HostFacts | None], reference: str) -> Check:
+    mine = _versions(facts.get(host))
+    if not mine:
+        return Check("fail", "no facts", "the probe did not run on this host")
+    text = " ".join(f"{k} {v}" for k, v in mine.items() if k != "python") + f" py {mine['python']}"
+    if mine["torch"] == "missing":
+        return Check("fail", "torch missing", f"{host}: torch is not importable by the host's python")
+    theirs = _versions(facts.get(reference))
+    differ = [f"{k} {mine[k]} vs {theirs.get(k)}" for k in mine if theirs and theirs.get(k) != mine[k]]
+    if differ:
+        return Check("fail", text, f"differs from {reference}: {', '.join(differ)}; use one image everywhere")
+    return Check("ok", text)
+
+
+def check_cuda(declared: int, facts: HostFacts | None, cuda: dict[str, Any] | None) -> Check:
+    if declared == 0:
+        return Check("skipped", "no GPUs declared")
+    smi = len(facts.gpus or []) if facts else 0
+    if cuda is None or "error" in cuda:
+        why = (cuda or {}).get("error", "not run")
+        return Check("fail", "torch cuda failed", f"torch could not use CUDA: {why}")
+    seen = int(cuda.get("device_count", 0))
+    if seen == 0 and smi > 0:
+        return Check(
+            "fail",
+            "no GPU access",
+            f"nvidia-smi sees {smi} GPUs but torch sees none: the container lacks GPU access "
+            "(e.g. docker run without --gpus all, or no NVIDIA container runtime)",
+        )
+    if seen < declared:
+        return Check(
+            "fail", f"{seen}/{declared} GPUs", f"torch sees {seen} GPUs, the spec declares {declared}"
+        )
+    if not cuda.get("matmul"):
+        return Check("fail", f"{seen} GPUs", "a matmul on cuda:0 failed")
+    return Check("ok", f"{seen} GPUs, matmul ok")
+
+
+def check_nas(spec: ClusterSpec, nas: dict[str, dict[str, Any]] | None) -> Check:
+    if not spec.nas:
+        return Check("skipped", "no shares")
+    problems = []
+    for share in spec.nas:
+        found = (nas or {}).get(share.mount, {})
+        if not found.get("exists"):
+            problems.append(f"{share.mount} ({share.name}) is missing")
+        elif not found.get("readable"):
+            problems.append(f"{share.mount} is not readable: {found.get('error', '')}")
+        elif not share.read_only and not found.get("writable"):
+            problems.append(f"{share.mount} is not writable: {found.get('error', '')}")
+    if problems:
+        return Check("fail", "; ".join(p.split(" ")[0] for p in problems), "; ".join(problems))
+    return Check("ok", ", ".join(s.mount + (" (ro)" if s.read_only else "") for s in spec.nas))
+
+
+def check_rendezvous(
+    spec: ClusterSpec, host: str, listener: dict[str, Any] | None, reach: dict[str, Any] | None
+) -> Check:
+    first = spec.hosts[0]
+    port = spec.network.rdzv_port
+    if host == first.name:
+        if listener and listener.get("bound"):
+            return Check("ok", f"serves :{port}")
+        error = (listener or {}).get("error", "not run")
+        return Check("warn", f":{port} busy", f"could not listen on {port} ({error}); is a run in progress?")
+    if reach and reach.get("ok"):
+        return Check("ok", f"{first.address}:{port} {reach.get('ms')} ms")
+    error = (reach or {}).get("error", "not run")
+    return Check(
+        "fail",
+        f"{first.address}:{port} unreachable",
+        f"cannot connect to {first.name}'s rendezvous port {first.address}:{port} ({error}); "
+        "a firewall between the hosts blocks it, or the address is wrong",
+    )
+
+
+def check_clock(offset: float | None) -> Check:
+    if offset is None:
+        return Check("fail", "unknown", "could not read the host's clock")
+    text = f"{offset * 1000:+.0f} ms"
+    if abs(offset) > CLOCK_FAIL_S:
+        return Check("fail", text, f"clock is {offset:+.2f} s off the controller's: enable NTP/chrony")
+    if abs(offset) > CLOCK_WARN_S:
+        return Check("warn", text, "clock offset above 250 ms: check NTP/chrony")
+    return Check("ok", text)
+
+
+def check_memlock(spec: ClusterSpec, facts: HostFacts | None) -> Check:
+    if facts is None or facts.memlock is None:
+        return Check("fail" if spec.network.is_rdma else "skipped", "unknown")
+    soft = facts.memlock.soft
+    text = "unlimited" if soft == "unlimited" else _size(soft)
+    if spec.network.is_rdma and soft != "unlimited":
+        return Check("fail", text, "RDMA pins memory: set ulimit -l unlimited (container.memlock_unlimited)")
+    return Check("ok", text)
+
+
+def check_shm(spec: ClusterSpec, gpus: int, facts: HostFacts | None) -> Check:
+    if facts is None or facts.shm_bytes is None:
+        return Check("warn", "unknown", "could not read /dev/shm")
+    text = _size(facts.shm_bytes)
+    if gpus > 0 and facts.shm_bytes < GPU_SHM_MIN_BYTES:
+        return Check("fail", text, "NCCL needs /dev/shm of 1 GiB or more (container.shm_size_gib)")
+    if facts.shm_bytes < CPU_SHM_WARN_BYTES:
+        return Check("warn", text, "/dev/shm under 256 MiB: DataLoader workers may fail")
+    return Check("ok", text)
+
+
+def check_rdma(spec: ClusterSpec, hcas: list[str], facts: HostFacts | None) -> Check:
+    if not spec.network.is_rdma:
+        return Check("skipped", f"fabric {spec.network.fabric}")
+    if facts is None or not facts.dev_infiniband:
+        return Check("fail", "no /dev/infiniband", "pass /dev/infiniband into the container (devices)")
+    active = {port.name for port in facts.hca_ports(active_only=True)}
+    wanted = hcas or []
+    missing = [h for h in wanted if h not in active and not any(a.startswith(f"{h}:") for a in active)]
+    if missing or not active:
+        return Check(
+            "fail", f"{len(active)} ACTIVE", f"HCA ports not ACTIVE: {', '.join(missing) or 'none active'}"
+        )
+    return Check("ok", ", ".join(sorted(active)))
+
+
+def check_lint(host: str, findings: list[Finding]) -> Check:
+    mine = [f for f in findings if f.host in (host, None)]
+    errors = [f for f in mine if f.severity == "error"]
+    if errors:
+        return Check("fail", f"{len(errors)} error(s)", "; ".join(f"{f.code}: {f.message}" for f in errors))
+    if mine:
+        return Check("warn", f"{len(mine)} warning(s)", "; ".join(f.code for f in mine))
+    return Check("ok", "no findings")
+
+
+def evaluate(
+    spec: ClusterSpec,
+    facts: dict[str, HostFacts | None],
+    checks: dict[str, dict[str, Any]],
+    listener: dict[str, Any] | None,
+    offsets: dict[str, float | None],
+    findings: list[Finding],
+) -> dict[str, dict[str, Check]]:
+    """One Check per host and check name, from everything the hosts reported."""
+    reference = spec.hosts[0].name
+    results = {}
+    for host in spec.hosts:
+        mine = checks.get(host.name, {})
+        results[host.name] = {
+            "versions": check_versions(host.name, facts, reference),
+            "cuda": check_cuda(host.gpus, facts.get(host.name), mine.get("cuda")),
+            "nas": check_nas(spec, mine.get("nas")),
+            "rendezvous": check_rendezvous(spec, host.name, listener, mine.get("rdzv")),
+            "clock": check_clock(offsets.get(host.name)),
+            "memlock": check_memlock(spec, facts.get(host.name)),
+            "shm": check_shm(spec, host.gpus, facts.get(host.name)),
+            "rdma": check_rdma(spec, list(host.hcas), facts.get(host.name)),
+            "lint": check_lint(host.name, findings),
+        }
+    return results
+
+
+# -- gathering (over SSH) -------------------------------------------------------------------
+
+
+def _source(module_file: str) -> str:
+    return Path(module_file).read_text()
+
+
+def _last_json(text: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(text.strip().splitlines()[-1]) if text.strip() else None
+    except ValueError:
+        # The probe prints indented JSON over several lines.
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+    return data if isinstance(data, dict) else None
+
+
+def run_preflight(cluster: Any) -> PreflightReport:
+    """Gather from every host (in parallel) over ``cluster.hosts`` and evaluate."""
+    from gpufleet import probe as probe_module
+    from gpufleet.launcher import hostcheck
+
+    spec: ClusterSpec = cluster.spec
+    names: list[str] = cluster.names
+    first = spec.hosts[0]
+    check_src = _source(hostcheck.__file__)
+    listen = cluster.hosts.run(
+        first.name,
+        shell_command(
+            [
+                cluster.python(first.name),
+                "-c",
+                check_src,
+                "listen",
+                str(spec.network.rdzv_port),
+                str(LISTEN_SECONDS),
+                str(len(names) - 1),
+            ]
+        ),
+        timeout=30,
+    )
+    listener = _last_json(listen.stdout)
+
+    def config(name: str) -> str:
+        rdzv = None if name == first.name else {"address": first.address, "port": spec.network.rdzv_port}
+        return json.dumps(
+            {
+                "nas": [{"mount": s.mount, "read_only": s.read_only} for s in spec.nas],
+                "gpus": spec.host(name).gpus,
+                "rdzv": rdzv,
+            }
+        )
+
+    probe_src = _source(probe_module.__file__)
+
+    def gather(name: str) -> tuple[HostFacts | None, dict[str, Any], float | None]:
+        python = cluster.python(name)
+        before = time.time()
+        clock = cluster.hosts.run(name, shell_command(["date", "+%s.%N"]), timeout=30)
+        after = time.time()
+        try:
+            offset: float | None = float(clock.stdout.strip()) - (before + after) / 2
+        except ValueError:
+            offset = None
+        checked = cluster.hosts.run(
+            name, shell_command([python, "-c", check_src, "check", config(name)]), timeout=180
+        )
+        probed = cluster.hosts.run(name, shell_command([python, "-c", probe_src]), timeout=180)
+        raw = _last_json(probed.stdout)
+        try:
+            facts = parse_facts(raw, f"{name} (probe)") if raw is not None else None
+        except GpufleetError:
+            facts = None
+        return facts, _last_json(checked.stdout) or {}, offset
+
+    gathered = cluster.hosts.each(gather)
+    facts = {name: gathered[name][0] for name in names}
+    checks = {name: gathered[name][1] for name in names}
+    offsets = {name: gathered[name][2] for name in names}
+    findings = lint(spec, {name: f for name, f in facts.items() if f is not None})
+    results = evaluate(spec, facts, checks, listener, offsets, findings)
+    return PreflightReport(hosts=names, results=results, findings=findings)
