@@ -54,11 +54,11 @@ _TORCH_QUERY = (
 )
 
 
-def _read(path: Path) -> str | None:
+def _read(path: Path | str) -> str | None:
     """A sysfs/proc attribute, stripped; None when absent or unreadable (EINVAL on a down link)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read().strip()
+        with open(path, "rb") as handle:  # binary + plain str paths: the GID table is ~1,000 reads
+            return handle.read().decode("utf-8", "replace").strip()
     except OSError:
         return None
 
@@ -93,20 +93,22 @@ def _rate_gbps(text: str | None) -> float | None:
 
 def _gids(port_dir: Path) -> list[dict[str, Any]]:
     gids = []
+    table = os.path.join(port_dir, "gids")
+    attrs = os.path.join(port_dir, "gid_attrs")
     try:
-        names = os.listdir(port_dir / "gids")
+        names = os.listdir(table)
     except OSError:
         return []
-    for name in sorted(names, key=_natural):
-        gid = _read(port_dir / "gids" / name)
-        if not gid or gid == ZERO_GID:
+    for name in sorted(names, key=lambda n: int(n) if n.isdigit() else -1):
+        gid = _read(os.path.join(table, name))
+        if not gid or gid == ZERO_GID or not name.isdigit():
             continue  # unused slot: its type/ndev attributes read as EINVAL
         gids.append(
             {
                 "index": int(name),
                 "gid": gid,
-                "type": _read(port_dir / "gid_attrs" / "types" / name),
-                "ndev": _read(port_dir / "gid_attrs" / "ndevs" / name),
+                "type": _read(os.path.join(attrs, "types", name)),
+                "ndev": _read(os.path.join(attrs, "ndevs", name)),
             }
         )
     return gids
