@@ -134,3 +134,16 @@ def test_up_refuses_a_changed_spec_and_a_half_dead_cluster(tmp_path: Path) -> No
         with pytest.raises(GpufleetError, match="only partly up"):
             cluster_up(load_spec(stack), tmp_path)
     assert _namespaces(spec.name) == []
+
+
+def test_a_host_that_fails_to_start_is_reported_with_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = load_spec(write_stack(tmp_path, cluster_config("lt-nostart", 232, 2, 1, False, KEY)))
+    monkeypatch.setattr(
+        provisioner.hostproc, "start_script", lambda *args: "echo sshd-cannot-start >&2; exit 3\n"
+    )
+    with pytest.raises(GpufleetError, match=r"(?s)exited before accepting connections.*sshd-cannot-start"):
+        cluster_up(spec, tmp_path, login_timeout=5)
+    assert _namespaces(spec.name) == []
+    assert not state_dir(tmp_path, spec.name).exists()
