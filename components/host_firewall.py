@@ -40,8 +40,8 @@ def content_trigger(nftables_conf: str) -> str:
 class HostFirewallArgs(TypedDict):
     connection: pulumi.Input[remote.ConnectionArgs]
     """How to reach the host's own sshd; must carry host_key (pulumi-command skips the check without it)."""
-    nftables_conf: pulumi.Input[str]
-    """The rendered nftables.conf for this host."""
+    nftables_conf: str
+    """The rendered nftables.conf for this host (plain text: it is known before any deployment)."""
     sudo: bool
     """Run nft through 'sudo -n' (the runner's login is not root)."""
 
@@ -49,20 +49,20 @@ class HostFirewallArgs(TypedDict):
 class HostFirewall(pulumi.ComponentResource):
     """Default-drop input, SSH from admin networks, everything from cluster peers."""
 
-    applied: pulumi.Output[str]
-    """sha256 of the applied nftables.conf."""
+    content_sha256: pulumi.Output[str]
+    """sha256 of the nftables.conf: the command's trigger."""
 
     def __init__(self, name: str, args: HostFirewallArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(RESOURCE_TYPE, name, None, opts)
-        trigger = pulumi.Output.from_input(args["nftables_conf"]).apply(content_trigger)
-        command = remote.Command(
+        conf = args["nftables_conf"]
+        remote.Command(
             f"{name}-nftables",
             connection=args["connection"],
             create=apply_script(args["sudo"]),
             delete=remove_script(args["sudo"]),
-            stdin=args["nftables_conf"],
-            triggers=[trigger],
+            stdin=conf,
+            triggers=[content_trigger(conf)],
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.applied = pulumi.Output.all(command.id, trigger).apply(lambda values: str(values[1]))
-        self.register_outputs({"applied": self.applied})
+        self.content_sha256 = pulumi.Output.from_input(content_trigger(conf))
+        self.register_outputs({"content_sha256": self.content_sha256})

@@ -16,8 +16,8 @@ class NasVolumeArgs(TypedDict):
     """The Docker volume's name (the container mounts it by this name)."""
     driver_opts: pulumi.Input[Mapping[str, pulumi.Input[str]]]
     """type=nfs, o=addr=...,<options>, device=:<export> (gpufleet.derive.container.nas_volume)."""
-    labels: pulumi.Input[Mapping[str, pulumi.Input[str]]]
-    """Docker labels (cluster, host)."""
+    labels: Mapping[str, str]
+    """Docker labels (cluster, host); plain strings, known before any deployment."""
 
 
 class NasVolume(pulumi.ComponentResource):
@@ -27,9 +27,7 @@ class NasVolume(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NasVolumeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(RESOURCE_TYPE, name, None, opts)
-        labels = pulumi.Output.from_input(args["labels"]).apply(
-            lambda items: [docker.VolumeLabelArgs(label=k, value=v) for k, v in items.items()]
-        )
+        labels = [docker.VolumeLabelArgs(label=k, value=v) for k, v in args["labels"].items()]
         volume = docker.Volume(
             f"{name}-volume",
             name=args["volume_name"],

@@ -81,7 +81,7 @@ class _RecordingMonitor(MockMonitor):
     def RegisterResource(self, request: Any) -> Any:  # the gRPC method's name
         self.recorder.dependencies[request.name] = list(request.dependencies)
         self.recorder.parents[request.name] = request.parent
-        return super().RegisterResource(request)
+        return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 
 @dataclass
