@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from gpufleet.errors import SpecError
 from gpufleet.facts import HostFacts
 from gpufleet.lint import Finding, has_errors, lint
 from tests.conftest import stack_spec
@@ -278,3 +279,8 @@ def test_every_finding_says_why_and_how_to_fix() -> None:
     assert [f.severity for f in findings] == sorted(
         (f.severity for f in findings), key=lambda s: s != "error"
     )
+
+
+def test_reason_for_an_override_that_is_not_set_is_a_spec_error() -> None:
+    with pytest.raises(SpecError, match=r"cluster\.nccl_reasons\.NCCL_ALGO: gives a reason for NCCL_ALGO"):
+        spec_with("example-ib", {"nccl_reasons": {"NCCL_ALGO": "tree hangs on our switch firmware"}})
