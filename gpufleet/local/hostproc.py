@@ -112,7 +112,8 @@ def _copy_system_file(source: str, target: Path, text: str) -> None:
     os.chmod(target, info.st_mode & 0o7777)
 
 
-def _write_private(path: Path, text: str, mode: int) -> None:
+def _write_mode(path: Path, text: str, mode: int) -> None:
+    """Write with exactly ``mode``, whatever the caller's umask."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
@@ -131,21 +132,23 @@ def prepare_host(
     """Write the host's folder. ``rendered`` maps file name -> text for this host."""
     ssh_dir = paths.in_etc(CONTAINER_SSH_DIR)
     ssh_dir.mkdir(parents=True, mode=0o755)
+    # The overlay's upper folder lends its mode to the host's /etc: copy the real one
+    # (a umask of 077 would otherwise hide /etc/passwd from the login user).
+    os.chmod(paths.etc, os.stat("/etc").st_mode & 0o7777)
     for folder in (paths.etc / "gpufleet", ssh_dir):
         os.chmod(folder, 0o755)  # noqa: S103 - StrictModes: no group/world-writable dir on the key path
     paths.etc_work.mkdir(mode=0o700)
-    (ssh_dir / "sshd_config").write_text(rendered["sshd_config"])
-    (ssh_dir / "authorized_keys").write_text(rendered["authorized_keys"])
-    os.chmod(ssh_dir / "authorized_keys", 0o644)
+    _write_mode(ssh_dir / "sshd_config", rendered["sshd_config"], 0o644)
+    _write_mode(ssh_dir / "authorized_keys", rendered["authorized_keys"], 0o644)
     key_path = paths.in_etc(HOST_KEY_PATH)
-    _write_private(key_path, host_key.private_openssh, 0o600)
-    key_path.with_name(key_path.name + ".pub").write_text(host_key.public_line(host.name) + "\n")
+    _write_mode(key_path, host_key.private_openssh, 0o600)
+    _write_mode(key_path.with_name(key_path.name + ".pub"), host_key.public_line(host.name) + "\n", 0o644)
     passwd, group, shadow = with_account(*system, account)
     _copy_system_file("/etc/passwd", paths.etc / "passwd", passwd)
     _copy_system_file("/etc/group", paths.etc / "group", group)
     _copy_system_file("/etc/shadow", paths.etc / "shadow", shadow)
-    (paths.etc / "hosts").write_text(hosts_file(spec, host))
-    (paths.etc / "hostname").write_text(host.name + "\n")
+    _write_mode(paths.etc / "hosts", hosts_file(spec, host), 0o644)
+    _write_mode(paths.etc / "hostname", host.name + "\n", 0o644)
     paths.nftables.write_text(rendered["nftables.conf"])
     home = paths.home / account.user
     home.mkdir(parents=True)

@@ -122,6 +122,7 @@ def cluster_up(
             source = hostproc.nas_source(folder, share.name)
             source.mkdir(parents=True)
             os.chown(source, account.uid, account.gid)
+            os.chmod(source, 0o755)  # noqa: S103 - a share, like an NFS export's root
             os.chmod(folder / hostproc.NAS_DIR, 0o755)  # noqa: S103 - reached only via bind mounts
             hostproc.ensure_mountpoint(share.mount)
         for host in spec.hosts:
