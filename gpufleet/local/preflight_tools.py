@@ -29,12 +29,17 @@ TOOLS = {
 SETUP_HINT = "make setup (runs scripts/install-system-deps.sh)"
 
 
-def check_provisioner(spec: ClusterSpec) -> None:
+_PULUMI_WAY = {
+    "up": "stand it up with pulumi up, then run gpufleet inventory",
+    "down": "take it down with pulumi destroy",
+}
+
+
+def check_provisioner(spec: ClusterSpec, command: str = "up") -> None:
     if spec.provisioner != "local":
         raise GpufleetError(
-            f"cluster {spec.name!r} has provisioner {spec.provisioner!r}: gpufleet up only builds "
-            "'provisioner: local' stacks on this machine; stand it up with pulumi up, then run "
-            "gpufleet inventory"
+            f"cluster {spec.name!r} has provisioner {spec.provisioner!r}: gpufleet {command} only "
+            f"handles 'provisioner: local' stacks on this machine; {_PULUMI_WAY[command]}"
         )
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from gpufleet.derive.sshd import authorized_keys
 from gpufleet.errors import GpufleetError
-from gpufleet.inventory import Inventory, InventoryHost, load_inventory, state_dir, write_state
+from gpufleet.inventory import STATE_DIR, Inventory, InventoryHost, load_inventory, state_dir, write_state
 from gpufleet.local import hostproc, logins, netns, preflight_tools
 from gpufleet.local.accounts import choose_account
 from gpufleet.local.keys import generate_ed25519
@@ -63,11 +65,30 @@ def _alive_in(pid: int, inode: int) -> bool:
         return False
 
 
+@contextmanager
+def _project_lock(project_root: Path) -> Iterator[None]:
+    """Serialises up/down within a project: two `up`s of one cluster at once would both build."""
+    base = project_root / STATE_DIR
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def cluster_up(
     spec: ClusterSpec, project_root: Path, progress: Progress = _quiet, login_timeout: float = 15.0
 ) -> Inventory:
     preflight_tools.check_provisioner(spec)
     check_names(spec)
+    preflight_tools.check_root()
+    with _project_lock(project_root):
+        return _up(spec, project_root, progress, login_timeout)
+
+
+def _up(spec: ClusterSpec, project_root: Path, progress: Progress, login_timeout: float) -> Inventory:
     folder = state_dir(project_root, spec.name)
     record = read_record(folder)
     if record is not None:
@@ -200,6 +221,7 @@ def _log_tails(folder: Path, spec: ClusterSpec) -> str:
 
 def cluster_down(spec: ClusterSpec, project_root: Path, progress: Progress = _quiet) -> None:
     """Remove everything of the cluster; a cluster that is not up is not an error."""
+    preflight_tools.check_provisioner(spec, "down")
     folder = state_dir(project_root, spec.name)
     record = read_record(folder)
     fallback = LocalRecord(
@@ -221,7 +243,8 @@ def cluster_down(spec: ClusterSpec, project_root: Path, progress: Progress = _qu
         return
     preflight_tools.check_root()
     progress(f"removing cluster {spec.name!r}")
-    _teardown(record, folder)
+    with _project_lock(project_root):
+        _teardown(record, folder)
 
 
 def _teardown(record: LocalRecord, folder: Path) -> None:

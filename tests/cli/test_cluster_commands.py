@@ -52,10 +52,14 @@ def test_ssh_argv_uses_the_pinned_host_key_and_the_cluster_key() -> None:
     assert argv[-4:] == ["--", "10.0.0.1", "ls", "-l"]
 
 
-def test_up_on_a_pulumi_stack_points_to_pulumi_up() -> None:
-    result = gpufleet("up", "--stack", "example-ib", cwd=PROJECT_ROOT)
+@pytest.mark.parametrize(
+    ("command", "advice"),
+    [pytest.param("up", "pulumi up", id="up"), pytest.param("down", "pulumi destroy", id="down")],
+)
+def test_a_pulumi_stack_is_left_to_pulumi(command: str, advice: str) -> None:
+    result = gpufleet(command, "--stack", "example-ib", cwd=PROJECT_ROOT)
     assert result.returncode == 1
-    assert "pulumi up" in result.stderr
+    assert advice in result.stderr
     assert "Traceback" not in result.stderr
 
 

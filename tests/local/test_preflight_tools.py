@@ -30,10 +30,14 @@ def _interfaces(*entries: tuple[str, str, int]) -> str:
     )
 
 
-def test_pulumi_stacks_are_sent_to_pulumi_up() -> None:
-    with pytest.raises(GpufleetError, match=r"provisioner 'pulumi'.*pulumi up"):
-        check_provisioner(stack_spec("example-ib"))
-    check_provisioner(stack_spec("local"))
+@pytest.mark.parametrize(
+    ("command", "advice"),
+    [pytest.param("up", "pulumi up", id="up"), pytest.param("down", "pulumi destroy", id="down")],
+)
+def test_pulumi_stacks_are_sent_to_pulumi(command: str, advice: str) -> None:
+    with pytest.raises(GpufleetError, match=rf"provisioner 'pulumi': gpufleet {command} only.*{advice}"):
+        check_provisioner(stack_spec("example-ib"), command)
+    check_provisioner(stack_spec("local"), command)
 
 
 def test_not_root_is_a_clear_error() -> None:

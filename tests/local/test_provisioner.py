@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,15 @@ def test_a_host_that_fails_to_start_is_reported_with_its_log(
         cluster_up(spec, tmp_path, login_timeout=5)
     assert _namespaces(spec.name) == []
     assert not state_dir(tmp_path, spec.name).exists()
+
+
+def test_two_ups_at_once_build_one_cluster(tmp_path: Path) -> None:
+    spec = load_spec(write_stack(tmp_path, cluster_config("lt-race", 234, 2, 1, False, KEY)))
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            first, second = (f.result() for f in [pool.submit(cluster_up, spec, tmp_path) for _ in range(2)])
+        assert first == second
+        assert cluster_is_up(spec, tmp_path)
+    finally:
+        cluster_down(spec, tmp_path)
+    assert _namespaces(spec.name) == []
