@@ -10,6 +10,7 @@ overrides that the facts contradict are reported as warnings.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -94,7 +95,13 @@ def usable_ports(spec: ClusterSpec, host: HostSpec, facts: HostFacts, link_layer
         ports = [p for p in ports if _matches(p, host.hcas)]
     if link_layer == ETHERNET:
         ports = [p for p in ports if any(g.is_roce_v2 for g in p.port.gids)]
-    return ports
+    # Sorted, so the same facts give the same env whatever order they were listed in.
+    return sorted(ports, key=lambda p: _natural(p.name))
+
+
+def _natural(name: str) -> list[tuple[int, str]]:
+    # mlx5_2:1 before mlx5_10:1
+    return [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", name)]
 
 
 def is_virtual_ifname(name: str) -> bool:
@@ -164,7 +171,9 @@ def cluster_gid_index(spec: ClusterSpec, ports: list[HcaPort]) -> tuple[int | No
     warnings: list[str] = []
     chosen: dict[str, int] = {}
     for port in ports:
-        v2 = [g for g in port.port.gids if g.is_roce_v2 and not g.is_link_local]
+        v2 = sorted(
+            (g for g in port.port.gids if g.is_roce_v2 and not g.is_link_local), key=lambda g: g.index
+        )
         in_cluster = [g for g in v2 if g.ip.version == cidr.version and g.ip in cidr]
         candidates = in_cluster or [g for g in v2 if g.ip.version == 4] or v2
         pick = candidates[0] if candidates else None
@@ -185,7 +194,8 @@ def cluster_gid_index(spec: ClusterSpec, ports: list[HcaPort]) -> tuple[int | No
 
 
 def _socket(host: HostSpec, facts: HostFacts, warnings: list[str]) -> str | None:
-    carrier = facts.interface_with_address(host.address)
+    carriers = [i for i in facts.interfaces if i.has_address(host.address)]
+    carrier = min(carriers, key=lambda i: (bool(i.virtual), i.name)) if carriers else None
     if carrier is not None:
         if host.ifname and host.ifname != carrier.name:
             warnings.append(

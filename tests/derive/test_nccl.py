@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpufleet.derive.nccl import cluster_gid_index, nccl_env
 from gpufleet.errors import GpufleetError
@@ -395,3 +397,32 @@ def test_same_facts_same_env(stack: str, host: str, recorded: str) -> None:
     again = nccl_env(spec, spec.host(host), parse_facts(dict(raw_facts(recorded)), "again"))
     assert first == again
     assert list(first.env) == list(again.env)  # same order, so the same nccl.env bytes
+
+
+SHUFFLED_CASES = [
+    ("example-ib", "gpu-2", "dgx-h100-port-down"),
+    ("example-roce", "roce-a", "roce-a"),
+    ("example-ethernet", "vm-0", "cloud-vm"),
+]
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=st.sampled_from(SHUFFLED_CASES), data=st.data())
+def test_listing_order_of_the_facts_does_not_change_the_env(
+    case: tuple[str, str, str], data: st.DataObject
+) -> None:
+    stack, host, recorded = case
+    raw: dict[str, Any] = raw_facts(recorded)
+    devices = [
+        {**d, "ports": [{**p, "gids": data.draw(st.permutations(p["gids"]))} for p in d["ports"]]}
+        for d in raw["rdma"] or []
+    ]
+    shuffled = {
+        **raw,
+        "rdma": data.draw(st.permutations(devices)) if raw["rdma"] is not None else None,
+        "interfaces": data.draw(st.permutations(raw["interfaces"])),
+    }
+    spec = stack_spec(stack)
+    expected = nccl_env(spec, spec.host(host), facts(recorded))
+    got = nccl_env(spec, spec.host(host), parse_facts(shuffled, "shuffled"))
+    assert (got.env, list(got.env), got.warnings) == (expected.env, list(expected.env), expected.warnings)

@@ -284,3 +284,18 @@ def test_every_finding_says_why_and_how_to_fix() -> None:
 def test_reason_for_an_override_that_is_not_set_is_a_spec_error() -> None:
     with pytest.raises(SpecError, match=r"cluster\.nccl_reasons\.NCCL_ALGO: gives a reason for NCCL_ALGO"):
         spec_with("example-ib", {"nccl_reasons": {"NCCL_ALGO": "tree hangs on our switch firmware"}})
+
+
+def test_workstation_with_virtual_interfaces() -> None:
+    spec = spec_with(
+        "example-ethernet",
+        {
+            "network.cluster_cidr": "192.168.1.0/24",
+            "hosts": [{"name": "w", "address": "192.168.1.50", "gpus": 0}],
+        },
+    )
+    findings = lint(spec, {"w": facts("workstation-noise")})
+    # It picks enp5s0 over docker0/veth/virbr; only the host's 8 MiB memlock is worth a word.
+    assert codes(findings) == [("warning", "memlock-limited", "w")]
+    forced = lint(spec_with("example-ethernet", {"nccl": {"NCCL_SOCKET_IFNAME": "=virbr0"}}), {})
+    assert {c for _, c, _ in codes(forced)} == {"socket-ifname-virtual"}
