@@ -188,9 +188,8 @@ def status(
 
 def _host_cell(record: RunRecord, name: str) -> str:
     code = record.exit_codes.get(name)
-    if code is None:
-        return "-"
-    return "ok" if code == 0 else f"exit {code}"
+    state = record.host_states.get(name, "-")
+    return state if code in (None, 0) else f"{state} (exit {code})"
 
 
 def stop(run: RunArgument = None, stack: StackOption = None, file: FileOption = None) -> None:

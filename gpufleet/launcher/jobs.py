@@ -362,6 +362,7 @@ def finish_record(cluster: Cluster, record: RunRecord, states: dict[str, dict[st
         update={
             "state": summarize_states(names),
             "exit_codes": codes,
+            "host_states": names,
             "first_failed": first_failed(states),
             "ended": max(ended) if ended else time.time(),
         }

@@ -93,6 +93,7 @@ class RunRecord(BaseModel):
     ended: float | None = None
     state: str = "running"
     exit_codes: dict[str, int | None] = Field(default_factory=dict)
+    host_states: dict[str, str] = Field(default_factory=dict)
     first_failed: str | None = None
 
     def started_text(self) -> str:

@@ -1,0 +1,89 @@
+"""torchrun argv/env per host: rendezvous on hosts[0], one rdzv id per run, the host's NCCL/gloo env."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gpufleet.derive.torchrun import RunSettings, rdzv_endpoint, run_tag, torchrun_command
+from gpufleet.spec import ClusterSpec
+from tests.conftest import stack_spec
+
+RUN = RunSettings(
+    run_id="train-1", script="train.py", script_args=("--epochs", "3"), run_dir="/ck/runs/train-1"
+)
+
+
+def _flags(argv: tuple[str, ...]) -> dict[str, str]:
+    return dict(arg[2:].split("=", 1) for arg in argv if arg.startswith("--") and "=" in arg)
+
+
+@pytest.mark.parametrize(
+    ("host_index", "is_host"),
+    [pytest.param(0, "true", id="host-0-serves-the-store"), pytest.param(1, "false", id="host-1-joins")],
+)
+def test_rendezvous_on_host_zero(host_index: int, is_host: str) -> None:
+    spec = stack_spec("local")
+    command = torchrun_command(spec, spec.hosts[host_index], RUN, python="/venv/bin/python")
+    flags = _flags(command.argv)
+    assert flags["rdzv-endpoint"] == f"{spec.hosts[0].address}:{spec.network.rdzv_port}"
+    assert flags["rdzv-backend"] == "c10d"
+    assert flags["rdzv-id"] == "train-1"
+    assert f"is_host={is_host}" in flags["rdzv-conf"]
+    assert "join_timeout=" in flags["rdzv-conf"] and "read_timeout=" in flags["rdzv-conf"]
+    assert flags["nnodes"] == str(len(spec.hosts))
+
+
+def test_argv_runs_the_hosts_python_then_the_script_and_its_args() -> None:
+    spec = stack_spec("local")
+    argv = torchrun_command(spec, spec.hosts[1], RUN, python="/venv/bin/python").argv
+    assert argv[:3] == ("/venv/bin/python", "-m", "torch.distributed.run")
+    assert argv[-3:] == ("train.py", "--epochs", "3")
+    assert _flags(argv)["log-dir"] == "/ck/runs/train-1/torchrun/node-1"
+
+
+@pytest.mark.parametrize(
+    ("nproc_spec", "override", "expected"),
+    [
+        pytest.param(2, None, "2", id="from-spec"),
+        pytest.param("auto", None, "1", id="auto-cpu-host-is-1"),
+        pytest.param(2, 3, "3", id="cli-override-wins"),
+    ],
+)
+def test_nproc_per_node(nproc_spec: Any, override: int | None, expected: str) -> None:
+    spec = stack_spec("local")
+    spec = spec.model_copy(
+        update={"training": spec.training.model_copy(update={"nproc_per_node": nproc_spec})}
+    )
+    run = RunSettings(run_id="r", script="t.py", nproc_per_node=override)
+    assert _flags(torchrun_command(spec, spec.hosts[0], run, "python3").argv)["nproc-per-node"] == expected
+
+
+def test_max_restarts_comes_from_the_spec() -> None:
+    spec = stack_spec("local")
+    spec = spec.model_copy(update={"training": spec.training.model_copy(update={"max_restarts": 4})})
+    assert _flags(torchrun_command(spec, spec.hosts[0], RUN, "python3").argv)["max-restarts"] == "4"
+
+
+def test_env_has_the_hosts_nccl_and_gloo_interface_and_the_run_tag() -> None:
+    spec = stack_spec("local")
+    host = spec.hosts[1]
+    env = torchrun_command(spec, host, RUN, "python3").env
+    assert env["GLOO_SOCKET_IFNAME"] == host.ifname
+    assert env["NCCL_SOCKET_IFNAME"] == f"={host.ifname}"
+    assert env["NCCL_IB_DISABLE"] == "1"  # the local stack is ethernet
+    assert env["GPUFLEET_RUN_TAG"] == run_tag("train-1", host) == "train-1@node-1"
+    assert env["GPUFLEET_RUN_DIR"] == RUN.run_dir
+    assert env["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] == "[rank${rank}]:"
+
+
+def test_ipv6_endpoint_is_bracketed() -> None:
+    spec = stack_spec("local")
+    raw = spec.model_dump()
+    raw["network"]["cluster_cidr"] = "fd00::/64"
+    raw["ssh"]["admin_cidrs"] = ["fd00::1/128"]
+    for index, host in enumerate(raw["hosts"]):
+        host["address"] = f"fd00::{11 + index}"
+    v6 = ClusterSpec.model_validate(raw)
+    assert rdzv_endpoint(v6) == f"[fd00::11]:{v6.network.rdzv_port}"
