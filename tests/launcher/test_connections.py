@@ -1,0 +1,63 @@
+"""Connections pin host keys (RejectPolicy, loaded known_hosts) before any connect; errors read well."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from gpufleet.errors import GpufleetError
+from gpufleet.inventory import Inventory, InventoryHost
+from gpufleet.launcher.connections import HostConnections, describe_connect_error
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICz5ewroQEj/vw7OrTFRV8xC+4Ut/lU8JEiutJcRUi6V"
+
+
+def inventory() -> Inventory:
+    host = InventoryHost(
+        name="node-0", address="10.0.0.11", ssh_address="127.0.0.1", ssh_port=1, user="trainer", host_key=KEY
+    )
+    return Inventory(cluster="c", provisioner="local", hosts=[host])
+
+
+def test_each_connection_rejects_unknown_keys_and_forwards_nothing(tmp_path: Path) -> None:
+    (tmp_path / "known_hosts").write_text(inventory().hosts[0].known_hosts_line() + "\n")
+    connection = HostConnections(inventory(), tmp_path)._connection(inventory().hosts[0])
+    assert isinstance(connection.client._policy, paramiko.RejectPolicy)
+    assert connection.client.get_host_keys().lookup("[127.0.0.1]:1") is not None
+    assert connection.forward_agent is False
+    assert connection.connect_kwargs["allow_agent"] is False
+    assert connection.connect_kwargs["look_for_keys"] is False
+    assert connection.config.load_ssh_configs is False
+
+
+def test_an_unreachable_host_is_named_and_nothing_opens(tmp_path: Path) -> None:
+    (tmp_path / "known_hosts").write_text(inventory().hosts[0].known_hosts_line() + "\n")
+    (tmp_path / "id_ed25519").write_text("unused\n")
+    with pytest.raises(
+        GpufleetError, match=r"node-0 \(127.0.0.1:1\): connection refused.*|cannot reach 1 of 1"
+    ):
+        HostConnections(inventory(), tmp_path, connect_timeout=2).open()
+
+
+@pytest.mark.parametrize(
+    ("error", "needle"),
+    [
+        pytest.param(
+            paramiko.BadHostKeyException("h", paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()),
+            "does not match the pinned key",
+            id="mismatch",
+        ),
+        pytest.param(
+            paramiko.SSHException("Server '[h]:1' not found in known_hosts"),
+            "no pinned key",
+            id="unknown-host",
+        ),
+        pytest.param(paramiko.AuthenticationException("x"), "key was refused", id="auth"),
+        pytest.param(TimeoutError("timed out"), "timed out", id="timeout"),
+        pytest.param(ConnectionRefusedError(111, "refused"), "connection refused", id="refused"),
+    ],
+)
+def test_connect_errors_say_what_to_do(error: BaseException, needle: str) -> None:
+    assert needle in describe_connect_error(error)
