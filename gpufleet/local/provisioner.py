@@ -10,12 +10,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
+from gpufleet.derive.nccl import nccl_env
 from gpufleet.derive.sshd import authorized_keys
 from gpufleet.errors import GpufleetError
 from gpufleet.inventory import STATE_DIR, Inventory, InventoryHost, load_inventory, state_dir, write_state
 from gpufleet.local import hostproc, logins, netns, preflight_tools
-from gpufleet.local.accounts import choose_account
-from gpufleet.local.keys import generate_ed25519
+from gpufleet.local.accounts import LoginAccount, choose_account
+from gpufleet.local.keys import KeyPair, generate_ed25519
 from gpufleet.local.names import (
     check_names,
     controller_address,
@@ -137,57 +138,17 @@ def _up(spec: ClusterSpec, project_root: Path, progress: Progress, login_timeout
         progress("generating keys and host files")
         controller_key = generate_ed25519()
         keys = {h.name: generate_ed25519() for h in spec.hosts}
-        tree = render_cluster(spec)
-        ak = authorized_keys(spec, extra_keys=(controller_key.public_line(f"gpufleet-{spec.name}"),))
-        for share in spec.nas:
-            source = hostproc.nas_source(folder, share.name)
-            source.mkdir(parents=True)
-            os.chown(source, account.uid, account.gid)
-            os.chmod(source, 0o755)  # noqa: S103 - a share, like an NFS export's root
-            os.chmod(folder / hostproc.NAS_DIR, 0o755)  # noqa: S103 - reached only via bind mounts
-            hostproc.ensure_mountpoint(share.mount)
-        for host in spec.hosts:
-            rendered = {
-                name: tree[PurePosixPath("hosts", host.name, name)]
-                for name in ("sshd_config", "nftables.conf")
-            }
-            rendered["authorized_keys"] = ak
-            hostproc.prepare_host(
-                spec,
-                host,
-                hostproc.host_paths(folder, host.name),
-                rendered,
-                keys[host.name],
-                account,
-                (passwd, group, shadow),
-            )
+        _write_files(spec, folder, account, (passwd, group, shadow), controller_key, keys)
         progress(f"building the LAN ({len(spec.hosts)} hosts + controller {controller.address})")
         netns.apply(netns.lan_plan(spec, controller))
         progress("starting sshd on every host")
         for host in spec.hosts:
             paths = hostproc.host_paths(folder, host.name)
             script = hostproc.start_script(spec, host, paths, folder)
-            record.pids[host.name] = hostproc.start_host(
-                host_namespace(spec.name, host.name), script, paths.log
-            )
+            namespace = host_namespace(spec.name, host.name)
+            record.pids[host.name] = hostproc.start_host(namespace, script, paths.log)
         write_record(folder, record)
-        inventory = Inventory(
-            cluster=spec.name,
-            provisioner="local",
-            hosts=[
-                InventoryHost(
-                    name=h.name,
-                    address=h.address,
-                    ssh_address=h.address,
-                    ssh_port=spec.ssh.port,
-                    user=spec.ssh.user,
-                    host_key=keys[h.name].public_openssh,
-                    python=python,
-                )
-                for h in spec.hosts
-            ],
-            image_digest=spec.image.digest,
-        )
+        inventory = _inventory(spec, keys, python)
         progress("verifying key logins")
         pids = dict(record.pids)
         try:
@@ -205,6 +166,55 @@ def _up(spec: ClusterSpec, project_root: Path, progress: Progress, login_timeout
         progress("failed: rolling back")
         _teardown(record, folder)
         raise
+
+
+def _write_files(
+    spec: ClusterSpec,
+    folder: Path,
+    account: LoginAccount,
+    system: tuple[str, str, str],
+    controller_key: KeyPair,
+    keys: dict[str, KeyPair],
+) -> None:
+    """The NAS stand-ins and every host's folder, from the RENDERED files."""
+    tree = render_cluster(spec)
+    keys_file = authorized_keys(spec, extra_keys=(controller_key.public_line(f"gpufleet-{spec.name}"),))
+    for share in spec.nas:
+        source = hostproc.nas_source(folder, share.name)
+        source.mkdir(parents=True)
+        os.chown(source, account.uid, account.gid)
+        os.chmod(source, 0o755)  # noqa: S103 - a share, like an NFS export's root
+        os.chmod(folder / hostproc.NAS_DIR, 0o755)  # noqa: S103 - reached only via bind mounts
+        hostproc.ensure_mountpoint(share.mount)
+    for host in spec.hosts:
+        rendered = {
+            name: tree[PurePosixPath("hosts", host.name, name)] for name in ("sshd_config", "nftables.conf")
+        }
+        rendered["authorized_keys"] = keys_file
+        paths = hostproc.host_paths(folder, host.name)
+        hostproc.prepare_host(spec, host, paths, rendered, keys[host.name], account, system)
+
+
+def _inventory(spec: ClusterSpec, keys: dict[str, KeyPair], python: str) -> Inventory:
+    """The same format `gpufleet inventory` writes from Pulumi outputs."""
+    return Inventory(
+        cluster=spec.name,
+        provisioner="local",
+        hosts=[
+            InventoryHost(
+                name=h.name,
+                address=h.address,
+                ssh_address=h.address,
+                ssh_port=spec.ssh.port,
+                user=spec.ssh.user,
+                host_key=keys[h.name].public_openssh,
+                python=python,
+            )
+            for h in spec.hosts
+        ],
+        image_digest=spec.image.digest,
+        nccl_env={h.name: dict(nccl_env(spec, h).env) for h in spec.hosts},
+    )
 
 
 def _log_tails(folder: Path, spec: ClusterSpec) -> str:

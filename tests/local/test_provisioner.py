@@ -51,6 +51,8 @@ def test_up_then_down_leaves_nothing_behind(tmp_path: Path) -> None:
         assert "table inet gpufleet" in _nft_tables("gpufleet-lt-updown-node-0")
         assert netns.link_exists(controller_link(spec.name))
         assert [h.name for h in inventory.hosts] == ["node-0", "node-1"]
+        assert inventory.provisioner == "local"
+        assert inventory.nccl_env["node-1"]["GLOO_SOCKET_IFNAME"] == "eth0"  # the host's ifname
         assert cluster_is_up(spec, tmp_path)
     assert _namespaces(spec.name) == []
     assert netns.pids_in_namespaces({i for i in inodes if i is not None}) == []
