@@ -108,6 +108,15 @@ def test_up_ssh_down(tmp_path: Path) -> None:
         assert failing.returncode == 7
         unknown = gpufleet("ssh", "-f", str(stack), "node-9", cwd=tmp_path)
         assert unknown.returncode == 1 and "no host 'node-9'" in unknown.stderr
+
+        known_hosts = tmp_path / ".gpufleet" / "lt-cli" / "known_hosts"
+        pinned = known_hosts.read_text()
+        impostor = generate_ed25519().public_openssh
+        known_hosts.write_text("".join(f"{line.split()[0]} {impostor}\n" for line in pinned.splitlines()))
+        refused = gpufleet("ssh", "-f", str(stack), "node-0", "--", "true", cwd=tmp_path)
+        assert refused.returncode == 255
+        assert "host key" in refused.stderr.lower()
+        known_hosts.write_text(pinned)
     finally:
         down = gpufleet("down", "-f", str(stack), cwd=tmp_path)
     assert down.returncode == 0 and "cluster lt-cli is down" in down.stdout
