@@ -58,12 +58,12 @@ class PreflightReport:
 
     def table(self) -> Table:
         table = Table(title="preflight", title_justify="left", show_lines=True)
-        table.add_column("host")
+        table.add_column("host", no_wrap=True)
         for name in CHECKS:
             table.add_column(name, overflow="fold")
         for host in self.hosts:
             cells = [self.results[host][name] for name in CHECKS]
-            table.add_row(host, *(Text(f"{c.status}\n{c.summary}", style=_STYLE[c.status]) for c in cells))
+            table.add_row(host, *(Text(_cell(c), style=_STYLE[c.status]) for c in cells))
         return table
 
     def details(self) -> list[str]:
@@ -71,9 +71,14 @@ class PreflightReport:
             f"{host} {name}: {check.status.upper()}: {check.detail or check.summary}"
             for host in self.hosts
             for name, check in self.results[host].items()
-            if check.status in ("fail", "warn")
+            if check.status in ("fail", "warn") and name != "lint"  # findings follow in full
         ]
         return lines + finding_lines(self.findings)
+
+
+def _cell(check: Check) -> str:
+    prefix = {"ok": "", "warn": "warn: ", "fail": "FAIL: ", "skipped": "skipped: "}[check.status]
+    return prefix + check.summary
 
 
 # -- judging (pure) ------------------------------------------------------------------------
@@ -102,7 +107,7 @@ def check_versions(host: str, facts: dict[str, HostFacts | None], reference: str
     mine = _versions(facts.get(host))
     if not mine:
         return Check("fail", "no facts", "the probe did not run on this host")
-    text = " ".join(f"{k} {v}" for k, v in mine.items() if k != "python") + f" py {mine['python']}"
+    text = " ".join(f"{k} {v}" for k, v in mine.items() if k != "python")
     if mine["torch"] == "missing":
         return Check("fail", "torch missing", f"{host}: torch is not importable by the host's python")
     theirs = _versions(facts.get(reference))
@@ -114,7 +119,7 @@ def check_versions(host: str, facts: dict[str, HostFacts | None], reference: str
 
 def check_cuda(declared: int, facts: HostFacts | None, cuda: dict[str, Any] | None) -> Check:
     if declared == 0:
-        return Check("skipped", "no GPUs declared")
+        return Check("skipped", "0 GPUs declared")
     smi = len(facts.gpus or []) if facts else 0
     if cuda is None or "error" in cuda:
         why = (cuda or {}).get("error", "not run")
@@ -150,7 +155,7 @@ def check_nas(spec: ClusterSpec, nas: dict[str, dict[str, Any]] | None) -> Check
             problems.append(f"{share.mount} is not writable: {found.get('error', '')}")
     if problems:
         return Check("fail", "; ".join(p.split(" ")[0] for p in problems), "; ".join(problems))
-    return Check("ok", ", ".join(s.mount + (" (ro)" if s.read_only else "") for s in spec.nas))
+    return Check("ok", " ".join(s.mount + (" ro" if s.read_only else " rw") for s in spec.nas))
 
 
 def check_rendezvous(
@@ -160,11 +165,11 @@ def check_rendezvous(
     port = spec.network.rdzv_port
     if host == first.name:
         if listener and listener.get("bound"):
-            return Check("ok", f"serves :{port}")
+            return Check("ok", f"listens :{port}")
         error = (listener or {}).get("error", "not run")
         return Check("warn", f":{port} busy", f"could not listen on {port} ({error}); is a run in progress?")
     if reach and reach.get("ok"):
-        return Check("ok", f"{first.address}:{port} {reach.get('ms')} ms")
+        return Check("ok", f"reached in {reach.get('ms')} ms", f"{first.address}:{port}")
     error = (reach or {}).get("error", "not run")
     return Check(
         "fail",
@@ -208,7 +213,7 @@ def check_shm(spec: ClusterSpec, gpus: int, facts: HostFacts | None) -> Check:
 
 def check_rdma(spec: ClusterSpec, hcas: list[str], facts: HostFacts | None) -> Check:
     if not spec.network.is_rdma:
-        return Check("skipped", f"fabric {spec.network.fabric}")
+        return Check("skipped", spec.network.fabric)
     if facts is None or not facts.dev_infiniband:
         return Check("fail", "no /dev/infiniband", "pass /dev/infiniband into the container (devices)")
     active = {port.name for port in facts.hca_ports(active_only=True)}
@@ -227,7 +232,7 @@ def check_lint(host: str, findings: list[Finding]) -> Check:
     if errors:
         return Check("fail", f"{len(errors)} error(s)", "; ".join(f"{f.code}: {f.message}" for f in errors))
     if mine:
-        return Check("warn", f"{len(mine)} warning(s)", "; ".join(f.code for f in mine))
+        return Check("warn", ", ".join(f.code for f in mine), "see the lint findings below")
     return Check("ok", "no findings")
 
 

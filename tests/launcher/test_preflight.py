@@ -108,7 +108,7 @@ def test_unreachable_rendezvous_port_fails_on_the_other_host() -> None:
 @pytest.mark.parametrize(
     ("declared", "host_facts", "cuda", "status", "needle"),
     [
-        pytest.param(0, facts(), None, "skipped", "no GPUs declared", id="no-gpus-skipped"),
+        pytest.param(0, facts(), None, "skipped", "0 GPUs declared", id="no-gpus-skipped"),
         pytest.param(
             8,
             facts(gpus=[{"name": "H100", "index": i} for i in range(8)]),
