@@ -152,12 +152,14 @@ def fact_rules(spec: ClusterSpec, host: HostSpec, facts: HostFacts, env: NcclEnv
             "sockets (NVIDIA/nccl#952)",
             f"set network.fabric: {env.fabric} so the container gets {INFINIBAND_DEVICE} and IPC_LOCK",
         )
-    if used and facts.source == "live" and facts.dev_infiniband is None:
+    uverbs = [d for d in facts.dev_infiniband or [] if d.startswith("uverbs")]
+    if used and facts.source == "live" and not uverbs:
+        # /dev/infiniband with rdma_cm only (seen on a GPU cloud VM) is no better than none.
         yield _f(
             "error",
             "rdma-not-in-container",
             name,
-            f"RDMA ports are ACTIVE but {INFINIBAND_DEVICE} does not exist where the probe ran",
+            f"RDMA ports are ACTIVE but {INFINIBAND_DEVICE} has no uverbs devices where the probe ran",
             "without the uverbs devices NCCL finds no IB device and silently falls back to TCP sockets",
             f"pass {INFINIBAND_DEVICE} to the container (docker --device) and redeploy",
         )

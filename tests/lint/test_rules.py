@@ -165,6 +165,13 @@ def test_rdma_host_with_limited_memlock_is_an_error() -> None:
             id="live-no-dev-infiniband",
         ),
         pytest.param(
+            {},
+            {"source": "live", "dev_infiniband": ["rdma_cm"]},
+            [("error", "rdma-not-in-container", "gpu-0")],
+            id="live-no-uverbs",
+        ),
+        pytest.param({}, {"source": "live"}, [], id="live-with-uverbs"),
+        pytest.param(
             {}, {"libibverbs": None}, [("error", "libibverbs-missing", "gpu-0")], id="no-libibverbs"
         ),
         pytest.param(

@@ -186,3 +186,15 @@ def test_missing_root_exits_2(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "no such directory" in result.stderr
+
+
+def test_torch_versions_from_the_wheels_and_from_a_child_python() -> None:
+    from importlib.metadata import version
+
+    notes: list[str] = []
+    from_wheels = probe_module.probe_torch(False, notes)
+    assert from_wheels is not None and from_wheels["version"] == version("torch")
+    imported = probe_module.probe_torch(True, notes)
+    assert notes == []
+    assert imported is not None and imported["version"].split("+")[0] == version("torch").split("+")[0]
+    assert imported["cuda_available"] is False  # the CPU build here: no torch.cuda.nccl query
