@@ -28,6 +28,10 @@ def probe(
         Path | None,
         typer.Option("--root", help="Read a recorded host from DIR (DIR/sys, DIR/ip-addr.json, ...)."),
     ] = None,
+    no_import_torch: Annotated[
+        bool,
+        typer.Option("--no-import-torch", help="Versions from installed wheels only (skips a ~3 s import)."),
+    ] = False,
 ) -> None:
     """Print this host's facts as JSON: interfaces, RDMA ports and GIDs, GPUs, limits, versions.
 
@@ -35,7 +39,7 @@ def probe(
     """
     if root is not None and not root.is_dir():
         raise GpufleetError(f"--root {root}: no such directory")
-    typer.echo(json.dumps(probe_host(root), indent=2, sort_keys=True))
+    typer.echo(json.dumps(probe_host(root, import_torch=not no_import_torch), indent=2, sort_keys=True))
 
 
 def facts_for(folder: Path | None, host_names: list[str]) -> dict[str, HostFacts] | None:
