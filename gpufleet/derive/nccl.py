@@ -268,8 +268,9 @@ def _facts_env(spec: ClusterSpec, host: HostSpec, facts: HostFacts) -> NcclEnv:
     roce = usable_ports(spec, host, facts, ETHERNET)
     fabric = _resolve_fabric(spec, host, ib, roce, facts)
     comments = [f"gpufleet: NCCL settings for host {host.name} from probed facts (fabric: {fabric})"]
+    ports = {"infiniband": ib, "roce": roce}.get(fabric, [])
     for declared in host.hcas:
-        if not any(_matches(p, [declared]) for p in ib + roce):
+        if not any(_matches(p, [declared]) for p in ports):
             warnings.append(f"declared HCA {declared} is not an ACTIVE {fabric} port here; left out")
 
     env: dict[str, str] = {}
@@ -278,7 +279,6 @@ def _facts_env(spec: ClusterSpec, host: HostSpec, facts: HostFacts) -> NcclEnv:
         env["GLOO_SOCKET_IFNAME"] = ifname
     else:
         env["NCCL_SOCKET_IFNAME"] = "^" + ",".join(EXCLUDED_IFNAME_PREFIXES)
-    ports = {"infiniband": ib, "roce": roce}.get(fabric, [])
     if not ports:
         env["NCCL_IB_DISABLE"] = "1"
         comments.append("no RDMA port in use: NCCL runs over TCP sockets")

@@ -426,3 +426,10 @@ def test_listing_order_of_the_facts_does_not_change_the_env(
     expected = nccl_env(spec, spec.host(host), facts(recorded))
     got = nccl_env(spec, spec.host(host), parse_facts(shuffled, "shuffled"))
     assert (got.env, list(got.env), got.warnings) == (expected.env, list(expected.env), expected.warnings)
+
+
+def test_declared_storage_hca_is_not_used_for_infiniband() -> None:
+    spec = spec_with("example-ib", {"network.reserved_hcas": [], "hosts.0.hcas": ["mlx5_0", "mlx5_8"]})
+    env = nccl_env(spec, spec.host("gpu-0"), facts("dgx-h100-0"))
+    assert env.env["NCCL_IB_HCA"] == "=mlx5_0:1"
+    assert env.warnings == ("declared HCA mlx5_8 is not an ACTIVE infiniband port here; left out",)
