@@ -86,7 +86,8 @@ CONFIG_FILES = (
 
 
 def container_settings(spec: ClusterSpec, host: HostSpec, nccl: NcclEnv) -> ContainerSettings:
-    rdma = spec.network.is_rdma
+    # The fabric the host's probed facts resolved (fabric: auto) wins over the spec's.
+    rdma = nccl.fabric in ("infiniband", "roce") if nccl.fabric else spec.network.is_rdma
     box = spec.container
     env = dict(nccl.env)
     if spec.jupyter.enabled:

@@ -129,7 +129,9 @@ def fact_rules(spec: ClusterSpec, host: HostSpec, facts: HostFacts, env: NcclEnv
     roce = usable_ports(spec, host, facts, ETHERNET)
     used = {"infiniband": ib, "roce": roce}.get(env.fabric or "", [])
     rdma = ib + roce
-    settings = container_settings(spec, host, env)
+    # What `pulumi up` deploys is derived from the spec alone (no facts): with fabric
+    # auto that container gets no /dev/infiniband even where the facts show RDMA.
+    deployed = container_settings(spec, host, nccl_env(spec, host))
     if rdma and env.env.get("NCCL_IB_DISABLE") == "1":
         deliberate = spec.network.fabric == "ethernet"
         yield _f(
@@ -141,13 +143,13 @@ def fact_rules(spec: ClusterSpec, host: HostSpec, facts: HostFacts, env: NcclEnv
             "AReaL#639)",
             "set network.fabric to infiniband, roce or auto and drop NCCL_IB_DISABLE from nccl",
         )
-    if used and INFINIBAND_DEVICE not in settings.devices:
+    if used and INFINIBAND_DEVICE not in deployed.devices:
         yield _f(
             "error",
             "rdma-not-in-container",
             name,
-            f"the host has {len(used)} usable {env.fabric} port(s) but the container does not get "
-            f"{INFINIBAND_DEVICE} (network.fabric is {spec.network.fabric})",
+            f"the host has {len(used)} usable {env.fabric} port(s) but the container deployed from the "
+            f"spec does not get {INFINIBAND_DEVICE} (network.fabric is {spec.network.fabric})",
             "without the uverbs devices NCCL finds no IB device and silently falls back to TCP "
             "sockets (NVIDIA/nccl#952)",
             f"set network.fabric: {env.fabric} so the container gets {INFINIBAND_DEVICE} and IPC_LOCK",

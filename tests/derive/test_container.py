@@ -61,3 +61,15 @@ def test_slots(nproc: object, gpus: int, slots: int) -> None:
     data["training"] = {"nproc_per_node": nproc}
     spec = parse_spec(data)
     assert host_slots(spec, spec.hosts[0]) == slots
+
+
+def test_fabric_resolved_from_facts_decides_rdma_devices() -> None:
+    from dataclasses import replace
+
+    spec = parse_spec(mutated("network.fabric", "auto"))
+    host = spec.hosts[0]
+    spec_only = nccl_env(spec, host)
+    assert "/dev/infiniband" not in container_settings(spec, host, spec_only).devices
+    resolved = replace(spec_only, fabric="infiniband")
+    settings = container_settings(spec, host, resolved)
+    assert settings.devices == ("/dev/infiniband",) and settings.cap_add == ("IPC_LOCK",)

@@ -234,3 +234,11 @@ def test_numeric_nccl_values_become_strings() -> None:
 
 def test_bare_address_in_admin_cidrs_is_a_single_host() -> None:
     assert parse_spec(mutated("ssh.admin_cidrs", ["10.20.0.7"])).ssh.admin_cidrs == ["10.20.0.7/32"]
+
+
+def test_pulumi_hosts_without_host_key_are_warned_about() -> None:
+    warnings = spec_warnings(parse_spec(valid_spec()))
+    assert any("hosts without host_key (gpu-0, gpu-1)" in w for w in warnings)
+    data = valid_spec()
+    data["provisioner"] = "local"
+    assert not any("host_key" in w for w in spec_warnings(parse_spec(data)))
