@@ -8,6 +8,7 @@ own addresses whether it serves the store, and every run gets its own
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gpufleet.derive.nccl import nccl_env
@@ -57,8 +58,18 @@ def run_tag(run_id: str, host: HostSpec) -> str:
     return f"{run_id}@{host.name}"
 
 
-def torchrun_command(spec: ClusterSpec, host: HostSpec, run: RunSettings, python: str) -> TorchrunCommand:
-    """``<python> -m torch.distributed.run ...`` for ``host``, with its env (NCCL/gloo included)."""
+def torchrun_command(
+    spec: ClusterSpec,
+    host: HostSpec,
+    run: RunSettings,
+    python: str,
+    nccl: Mapping[str, str] | None = None,
+) -> TorchrunCommand:
+    """``<python> -m torch.distributed.run ...`` for ``host``, with its env (NCCL/gloo included).
+
+    ``nccl``: the NCCL env the host was set up with (the inventory's, which may be
+    refined by probed facts); without it, the spec-only derivation.
+    """
     is_host = host.name == spec.hosts[0].name
     rdzv_conf = (
         f"join_timeout={run.join_timeout_s},read_timeout={run.read_timeout_s},is_host={str(is_host).lower()}"
@@ -79,7 +90,7 @@ def torchrun_command(spec: ClusterSpec, host: HostSpec, run: RunSettings, python
         run.script,
         *run.script_args,
     )
-    env = dict(nccl_env(spec=spec, host=host).env)
+    env = dict(nccl) if nccl else dict(nccl_env(spec=spec, host=host).env)
     env.update(
         {
             "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": LOG_LINE_PREFIX,

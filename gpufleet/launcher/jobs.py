@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from gpufleet.derive.torchrun import RunSettings, run_tag, torchrun_command
+from gpufleet.derive.torchrun import RunSettings, nproc_for, run_tag, torchrun_command
 from gpufleet.errors import GpufleetError
 from gpufleet.inventory import Inventory
 from gpufleet.launcher.connections import HostConnections
@@ -141,6 +141,7 @@ def start_run(
                 nproc_per_node=nproc_per_node,
             ),
             python=cluster.python(host.name),
+            nccl=cluster.inventory.nccl_env.get(host.name),
         )
         for host in spec.hosts
     }
@@ -155,7 +156,7 @@ def start_run(
         command={name: list(command.argv) for name, command in commands.items()},
         hosts=cluster.names,
         nnodes=len(spec.hosts),
-        nproc_per_node={name: int(c.argv[4].split("=", 1)[1]) for name, c in commands.items()},
+        nproc_per_node={host.name: nproc_for(spec, host, nproc_per_node) for host in spec.hosts},
         run_dir=run_dirs,
         shared=cluster.location.shared,
         started=time.time(),

@@ -87,3 +87,12 @@ def test_ipv6_endpoint_is_bracketed() -> None:
         host["address"] = f"fd00::{11 + index}"
     v6 = ClusterSpec.model_validate(raw)
     assert rdzv_endpoint(v6) == f"[fd00::11]:{v6.network.rdzv_port}"
+
+
+def test_the_inventorys_nccl_env_replaces_the_spec_only_derivation() -> None:
+    spec = stack_spec("local")
+    probed = {"NCCL_SOCKET_IFNAME": "=ens1f0", "NCCL_IB_HCA": "=mlx5_0:1", "GLOO_SOCKET_IFNAME": "ens1f0"}
+    env = torchrun_command(spec, spec.hosts[0], RUN, "python3", nccl=probed).env
+    assert {k: env[k] for k in probed} == probed
+    assert "NCCL_IB_DISABLE" not in env
+    assert env["GPUFLEET_RUN"] == "train-1"

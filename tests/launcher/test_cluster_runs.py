@@ -247,3 +247,25 @@ def test_a_host_key_mismatch_launches_nothing_anywhere(project: Project, tmp_pat
     after = set(os.listdir(project.runs_folder())) if project.runs_folder().exists() else set()
     assert after == before
     assert tagged_processes("never-1") == []
+
+
+def test_sigterm_to_train_stops_the_run_on_every_host(project: Project) -> None:
+    run = "terminated-1"
+    controller = subprocess.Popen(
+        [GPUFLEET, "train", "-f", str(project.stack), "--name", run, str(EXAMPLE), "--epochs", "50",
+         "--checkpoint-dir", "/checkpoints/t6-terminated"],
+        cwd=project.folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    log = project.runs_folder() / run / "logs" / "node-0.log"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and "epoch 1/50" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.2)
+    controller.send_signal(signal.SIGTERM)
+    _, stderr = controller.communicate(timeout=60)
+    assert controller.returncode == 130, stderr
+    assert "stopping run terminated-1 on every host" in stderr
+    assert tagged_processes(run) == []
+    assert project.record(run)["state"] == "stopped"
