@@ -7,6 +7,7 @@ out/demo/<run>/ before the cluster (and its NAS stand-in) is removed.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import time
@@ -59,7 +60,8 @@ def main() -> int:
         )
     except GpufleetError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
-        cluster_down(spec, ROOT)
+        with contextlib.suppress(GpufleetError):  # up rolls back itself; this is belt and braces
+            cluster_down(spec, ROOT)
         return 1
     try:
         with HostConnections(inventory, state_dir(ROOT, spec.name)) as hosts:
