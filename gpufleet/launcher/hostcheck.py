@@ -41,7 +41,8 @@ def listen(port: int, seconds: float, expected: int) -> dict[str, Any]:
         sock.listen(16)
     except OSError as error:
         return {"bound": False, "error": str(error)}
-    if os.fork() == 0:  # the child serves; the parent reports and returns
+    child = os.fork()
+    if child == 0:  # the child serves; the parent reports and returns
         os.setsid()
         # Let go of the SSH channel: the command ends when the parent exits.
         devnull = os.open(os.devnull, os.O_RDWR)
@@ -59,7 +60,7 @@ def listen(port: int, seconds: float, expected: int) -> dict[str, Any]:
                 continue
         os._exit(0)
     sock.close()
-    return {"bound": True}
+    return {"bound": True, "pid": child}
 
 
 def check_nas(shares: list[dict[str, Any]]) -> dict[str, Any]:

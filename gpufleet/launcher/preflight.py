@@ -341,6 +341,10 @@ def run_preflight(cluster: Any) -> PreflightReport:
         return facts, _last_json(checked.stdout) or {}, offset
 
     gathered = cluster.hosts.each(gather)
+    if listener and listener.get("pid"):
+        # Free the rendezvous port now (a host that never connected would keep it
+        # busy for LISTEN_SECONDS, and a run started next needs it).
+        cluster.hosts.run(first.name, shell_command(["kill", str(listener["pid"])]), timeout=30)
     facts = {name: gathered[name][0] for name in names}
     checks = {name: gathered[name][1] for name in names}
     offsets = {name: gathered[name][2] for name in names}

@@ -22,6 +22,7 @@ import yaml
 from gpufleet.inventory import KNOWN_HOSTS_FILE, Inventory, state_dir
 from gpufleet.local.hostproc import nas_source
 from gpufleet.local.keys import generate_ed25519
+from gpufleet.local.names import host_namespace
 from gpufleet.spec import ClusterSpec
 from tests.conftest import PROJECT_ROOT, needs_root
 from tests.local.cluster import local_cluster
@@ -269,3 +270,26 @@ def test_sigterm_to_train_stops_the_run_on_every_host(project: Project) -> None:
     assert "stopping run terminated-1 on every host" in stderr
     assert tagged_processes(run) == []
     assert project.record(run)["state"] == "stopped"
+
+
+def test_preflight_fails_when_a_firewall_blocks_the_rendezvous_port(project: Project) -> None:
+    namespace = host_namespace(NAME, "node-0")
+    port = project.spec.network.rdzv_port
+    block = (
+        "add table inet t6block\n"
+        "add chain inet t6block input { type filter hook input priority -10; }\n"
+        f"add rule inet t6block input tcp dport {port} drop\n"
+    )
+    subprocess.run(["ip", "netns", "exec", namespace, "nft", "-f", "-"], input=block, text=True, check=True)
+    try:
+        result = project.cli("preflight")
+    finally:
+        subprocess.run(
+            ["ip", "netns", "exec", namespace, "nft", "delete", "table", "inet", "t6block"], check=True
+        )
+    assert result.returncode == 1
+    assert f"node-1 rendezvous: FAIL: cannot connect to node-0's rendezvous port 10.{OCTET}.0.11:{port}" in (
+        result.stdout.replace("\n", " ")
+    )
+    # The port is free again at once: a run can start right after a failed preflight.
+    assert project.cli("preflight").returncode == 0
