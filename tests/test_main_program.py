@@ -10,6 +10,7 @@ import copy
 import ipaddress
 import json
 import re
+import shutil
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -24,12 +25,12 @@ from components.testing import (
     fake_ed25519,
     run_program,
 )
-from gpufleet.inventory import Inventory
+from gpufleet.inventory import Inventory, state_dir
 from gpufleet.pulumi_outputs import inventory_from_outputs
 from gpufleet.render import render_cluster
 from gpufleet.spec import ClusterSpec
 from gpufleet.spec.loader import read_stack_config
-from tests.conftest import SHIPPED_STACKS, STACKS_DIR, stack_spec
+from tests.conftest import PROJECT_ROOT, SHIPPED_STACKS, STACKS_DIR, stack_spec
 
 PULUMI_STACKS = [s for s in SHIPPED_STACKS if stack_spec(s).provisioner == "pulumi"]
 MIB = 1024**2
@@ -382,7 +383,10 @@ def test_unreadable_identity_file_is_a_run_error(tmp_path: Any) -> None:
 def test_build_image_pushes_once_and_every_host_pulls_its_digest() -> None:
     raw = _raw("example-roce")
     raw["name"] = "pulumi-build-test"
-    run = run_program(raw, stack="build", extra_config={"gpufleet:build_image": "true"})
+    try:
+        run = run_program(raw, stack="build", extra_config={"gpufleet:build_image": "true"})
+    finally:  # the program renders the build context into the project's state folder
+        shutil.rmtree(state_dir(PROJECT_ROOT, raw["name"]), ignore_errors=True)
     [build] = run.of_type("docker:index/image:Image")
     assert build.inputs["imageName"].startswith("registry.example.com/ml/chatbot-train:gpufleet-")
     assert build.inputs["build"]["dockerfile"].endswith("Dockerfile")
