@@ -67,14 +67,18 @@ def main() -> None:
         files = len(render_cluster(spec))
         rows.append((hosts, files, validate_s, render_s, render_s / hosts))
     per_host_128 = rows[1][4]
-    print(f"{'hosts':>6} {'files':>6} {'validate s':>11} {'render s':>9} {'render ms/host':>15} {'vs 128':>7}")
+    print(
+        f"{'hosts':>6} {'files':>6} {'validate s':>11} {'render s':>9} {'render ms/host':>15} {'vs 128':>7}"
+    )
     for hosts, files, validate_s, render_s, per_host in rows:
         print(
             f"{hosts:>6} {files:>6} {validate_s:>11.3f} {render_s:>9.3f} "
             f"{per_host * 1000:>15.3f} {per_host / per_host_128:>6.2f}x"
         )
     big = rows[2]
-    print(f"\n1,024 hosts: render {big[3]:.3f} s (goal < 1 s); per-host ratio vs 128: {big[4] / per_host_128:.2f}x (goal <= 1.25x)")
+    print(
+        f"\n1,024 hosts: render {big[3]:.3f} s (goal < 1 s); per-host ratio vs 128: {big[4] / per_host_128:.2f}x (goal <= 1.25x)"
+    )
 
 
 if __name__ == "__main__":
