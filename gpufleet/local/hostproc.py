@@ -220,9 +220,28 @@ def reap_wait(pids: list[int], timeout: float = 2.0) -> None:
                 _started[pid] = process
 
 
+def missing_dirs(path: str) -> list[str]:
+    """The folders of ``path`` that do not exist yet, parents first."""
+    missing = [str(p) for p in (Path(path), *Path(path).parents) if not p.exists()]
+    return missing[::-1]
+
+
 def ensure_mountpoint(path: str) -> None:
     """NAS mount points must exist on this machine to be bind-mounted over (empty, root-owned)."""
     Path(path).mkdir(parents=True, exist_ok=True, mode=0o755)
+
+
+def remove_created_dirs(created: list[str], other_clusters: bool) -> None:
+    """Remove the mount points `up` created, if empty, unless another cluster may mount them.
+
+    With another gpufleet cluster up, a folder may be a mount point in its hosts'
+    namespaces: removing it would silently detach their share, so it stays.
+    """
+    if other_clusters:
+        return
+    for path in reversed(created):
+        with contextlib.suppress(OSError):  # not empty, or already gone: leave it
+            os.rmdir(path)
 
 
 def remove_tree(path: Path) -> None:

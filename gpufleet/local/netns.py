@@ -129,6 +129,14 @@ def namespace_exists(name: str) -> bool:
     return (NETNS_DIR / name).exists()
 
 
+def gpufleet_namespaces() -> list[str]:
+    """Every network namespace of any gpufleet cluster on this machine."""
+    try:
+        return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith("gpufleet-"))
+    except OSError:
+        return []
+
+
 def namespace_inode(name: str) -> int | None:
     try:
         return (NETNS_DIR / name).stat().st_ino

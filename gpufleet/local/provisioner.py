@@ -132,6 +132,7 @@ def _up(spec: ClusterSpec, project_root: Path, progress: Progress, login_timeout
         namespaces=namespaces_of(spec),
         controller_link=controller_link(spec.name),
         uid=account.uid,
+        created_dirs=list(dict.fromkeys(d for share in spec.nas for d in hostproc.missing_dirs(share.mount))),
     )
     try:
         write_record(folder, record)
@@ -272,4 +273,6 @@ def _teardown(record: LocalRecord, folder: Path) -> None:
         time.sleep(0.005)
     hostproc.reap_wait(list(record.pids.values()) + killed, timeout=1.0)
     netns.teardown(record.namespaces, record.controller_link)
+    others = [ns for ns in netns.gpufleet_namespaces() if ns not in record.namespaces]
+    hostproc.remove_created_dirs(record.created_dirs, other_clusters=bool(others))
     hostproc.remove_tree(folder)

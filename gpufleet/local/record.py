@@ -23,6 +23,8 @@ class LocalRecord(BaseModel):
     uid: int
     pids: dict[str, int] = {}
     """Host name -> pid of its sshd (also its process group id)."""
+    created_dirs: list[str] = []
+    """NAS mount points `up` had to create on this machine, parents first."""
 
 
 def spec_fingerprint(spec: ClusterSpec) -> str:

@@ -6,8 +6,9 @@ down, also when the test fails. The project root (where the state folder
 lives) is ``tmp_path``; a throwaway "user" key is written to
 ``tmp_path/user_key`` and listed in ssh.authorized_keys.
 
-Octets taken so far (grep for a free one before adding a module): 221-232 and
-234 (tests/local, tests/cli/test_cluster_commands.py), 233 (bench/local_up.py).
+Octets taken so far (grep for a free one before adding a module): 221-232,
+234 and 235 (tests/local, tests/cli/test_cluster_commands.py), 233
+(bench/local_up.py), 161, 162 (tests/launcher), 172, 174, 178 (bench/fanout.py).
 """
 
 from __future__ import annotations

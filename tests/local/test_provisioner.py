@@ -162,3 +162,22 @@ def test_two_ups_at_once_build_one_cluster(tmp_path: Path) -> None:
     finally:
         cluster_down(spec, tmp_path)
     assert _namespaces(spec.name) == []
+
+
+def test_down_removes_the_mount_points_up_created(tmp_path: Path) -> None:
+    """A NAS mount that did not exist on the machine is created by up and removed by down."""
+    top = Path(f"/gpufleet-test-{tmp_path.name}")
+    config = cluster_config("lt-mounts", 235, hosts=1, nproc=1, nas=True, user_key=KEY)
+    config["nas"][1]["mount"] = str(top / "checkpoints")
+    spec = load_spec(write_stack(tmp_path, config))
+    assert not top.exists()
+    try:
+        cluster_up(spec, tmp_path)
+        assert (top / "checkpoints").is_dir()
+        others = [ns for ns in netns.gpufleet_namespaces() if not ns.startswith("gpufleet-lt-mounts-")]
+    finally:
+        cluster_down(spec, tmp_path)
+    # With another cluster up the folder may be its mount point: then it must stay.
+    assert top.exists() == bool(others)
+    if top.exists():
+        hostproc.remove_created_dirs([str(top), str(top / "checkpoints")], other_clusters=False)
