@@ -182,9 +182,13 @@ def host_exited(pid: int) -> bool:
 def kill_group(pid: int, namespace_inode: int | None) -> None:
     """SIGKILL the process group led by ``pid``, only if it is still in the host's namespace.
 
-    The namespace check guards against a recycled pid of an unrelated process.
+    The namespace check guards against a recycled pid of an unrelated process. A
+    child this process started and has not reaped cannot be recycled, so it is
+    killed without the check: right after starting (a rollback) it may not have
+    entered its namespace yet, and would otherwise escape and outlive the cluster.
     """
-    if namespace_inode is None or not _in_namespace(pid, namespace_inode):
+    ours = pid in _started
+    if not ours and (namespace_inode is None or not _in_namespace(pid, namespace_inode)):
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)

@@ -62,6 +62,14 @@ def test_up_then_down_leaves_nothing_behind(tmp_path: Path) -> None:
     assert not cluster_is_up(spec, tmp_path)
 
 
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _is_ours(pid: int, inodes: set[int | None]) -> bool:
     try:
         return Path(f"/proc/{pid}/ns/net").readlink().name in {f"net:[{i}]" for i in inodes}
@@ -97,12 +105,16 @@ def test_a_failure_midway_rolls_everything_back(tmp_path: Path, monkeypatch: pyt
     def fail(*args: object, **kwargs: object) -> None:
         seen["namespaces"] = _namespaces(spec.name)
         seen["state"] = state_dir(tmp_path, spec.name).exists()
+        seen["started"] = list(hostproc._started)
         raise GpufleetError("injected failure after the hosts started")
 
     monkeypatch.setattr(provisioner.logins, "verify_all", fail)
     with pytest.raises(GpufleetError, match="injected failure"):
         cluster_up(spec, tmp_path)
     assert len(seen["namespaces"]) == 3 and seen["state"]  # type: ignore[arg-type]
+    assert seen["started"], "the hosts' processes were started before the failure"
+    survivors = [pid for pid in seen["started"] if _running(pid)]  # type: ignore[attr-defined]
+    assert survivors == [], "a rolled-back host process outlived its cluster"
     assert _namespaces(spec.name) == []
     assert not netns.link_exists(controller_link(spec.name))
     assert not state_dir(tmp_path, spec.name).exists()
