@@ -30,37 +30,18 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_tls as tls
 from pulumi_command import remote
+from specs import generated_spec  # bench/specs.py (bench/ is on sys.path when run as a script)
 
 from components.testing import fake_ed25519, run_program, start_mocks
 
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICz5ewroQEj/vw7OrTFRV8xC+4Ut/lU8JEiutJcRUi6V bench"
 
-
-def generated_spec(hosts: int) -> dict[str, Any]:
-    """8 GPUs and 8 HCAs per host, InfiniBand, 2 NAS shares, Jupyter on."""
-    return {
-        "name": f"bench-{hosts}",
-        "image": {"name": "registry.example.com/ml/train", "digest": "sha256:" + "b" * 64},
-        "ssh": {"authorized_keys": [KEY], "admin_cidrs": ["10.20.0.0/24"]},
-        "network": {"cluster_cidr": "10.128.0.0/12", "fabric": "infiniband"},
-        "nas": [
-            {"name": "data", "server": "10.128.0.2", "export": "/data", "mount": "/data", "read_only": True},
-            {"name": "ckpt", "server": "10.128.0.2", "export": "/ckpt", "mount": "/checkpoints"},
-        ],
-        "jupyter": {"enabled": True},
-        "hosts": [
-            {
-                "name": f"gpu-{i:04d}",
-                "address": f"10.128.{i // 200}.{i % 200 + 10}",
-                "docker_ssh": f"ops@10.20.{i // 200}.{i % 200 + 10}",
-                "host_key": fake_ed25519(f"bench-host-{i}")[0],
-                "gpus": 8,
-                "ifname": "ens10f0",
-                "hcas": [f"mlx5_{n}" for n in range(8)],
-            }
-            for i in range(hosts)
-        ],
-    }
+def pulumi_spec(hosts: int) -> dict[str, Any]:
+    """The shared generated spec, plus what the Pulumi program needs: docker_ssh and host_key."""
+    spec = generated_spec(hosts)
+    for i, host in enumerate(spec["hosts"]):
+        host["docker_ssh"] = f"ops@10.20.{i // 200}.{i % 200 + 10}"
+        host["host_key"] = fake_ed25519(f"bench-host-{i}")[0]
+    return spec
 
 
 class Bare(pulumi.CustomResource):
@@ -126,7 +107,7 @@ def main() -> None:
     print("| hosts | resources | program s | bare s | same types s | program / bare | program / same types |")
     print("|------:|----------:|----------:|-------:|-------------:|---------------:|---------------------:|")
     for hosts in (int(s) for s in args.sizes.split(",")):
-        spec = generated_spec(hosts)
+        spec = pulumi_spec(hosts)
         _, types = program_seconds(spec)  # warm-up; also what it registers
         count = len(types)
         program, bare, typed = [], [], []

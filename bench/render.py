@@ -14,34 +14,10 @@ import statistics
 import time
 from typing import Any
 
+from specs import generated_spec  # bench/specs.py (bench/ is on sys.path when run as a script)
+
 from gpufleet.render import render_cluster
 from gpufleet.spec import ClusterSpec, parse_spec
-
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICz5ewroQEj/vw7OrTFRV8xC+4Ut/lU8JEiutJcRUi6V bench"
-
-
-def generated_spec(hosts: int) -> dict[str, Any]:
-    return {
-        "name": f"bench-{hosts}",
-        "image": {"name": "registry.example.com/ml/train", "digest": "sha256:" + "b" * 64},
-        "ssh": {"authorized_keys": [KEY], "admin_cidrs": ["10.20.0.0/24"]},
-        "network": {"cluster_cidr": "10.128.0.0/12", "fabric": "infiniband"},
-        "nas": [
-            {"name": "data", "server": "10.128.0.2", "export": "/data", "mount": "/data", "read_only": True},
-            {"name": "ckpt", "server": "10.128.0.2", "export": "/ckpt", "mount": "/checkpoints"},
-        ],
-        "jupyter": {"enabled": True},
-        "hosts": [
-            {
-                "name": f"gpu-{i:04d}",
-                "address": f"10.128.{i // 200}.{i % 200 + 10}",  # racks of 200 hosts per /24
-                "gpus": 8,
-                "ifname": "ens10f0",
-                "hcas": [f"mlx5_{n}" for n in range(8)],
-            }
-            for i in range(hosts)
-        ],
-    }
 
 
 def median_seconds(action: Any, repeat: int) -> float:

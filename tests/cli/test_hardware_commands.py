@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from gpufleet.cli.main import main
 from gpufleet.probe import probe
+from tests.cli.run import run_main
 from tests.recorded import HOSTS_DIR, raw_facts
-
-
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the CLI in-process; any exception but SystemExit fails the test (a traceback)."""
-    old_argv = sys.argv
-    sys.argv = ["gpufleet", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    finally:
-        sys.argv = old_argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def facts_dir(tmp_path: Path, hosts: dict[str, str]) -> Path:

@@ -15,28 +15,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpufleet.cli.main import main
 from gpufleet.errors import SpecError
 from gpufleet.spec import parse_spec
+from tests.cli.run import run_main
 from tests.conftest import PROJECT_ROOT
 from tests.spec.test_models import valid_spec
 
 GPUFLEET = Path(sys.executable).parent / "gpufleet"
-
-
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the CLI in-process; any exception but SystemExit fails the test (a traceback)."""
-    old_argv = sys.argv
-    sys.argv = ["gpufleet", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    finally:
-        sys.argv = old_argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def write_stack(folder: Path, spec: Any) -> Path:
