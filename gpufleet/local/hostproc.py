@@ -89,10 +89,13 @@ def start_script(spec: ClusterSpec, host: HostSpec, paths: HostPaths, state: Pat
         lines.append(f"mount --bind {q(str(nas_source(state, share.name)))} {q(share.mount)}")
         if share.read_only:
             lines.append(f"mount -o remount,bind,ro {q(share.mount)}")
-    lines += [
-        f"hostname {q(host.name)}",
-        f"exec {SSHD} -D -e -f {q(SSHD_CONFIG_PATH)}",
-    ]
+    lines.append(f"hostname {q(host.name)}")
+    if spec.container.memlock_unlimited:
+        # As the rendered container's `ulimits: memlock: -1`; sessions inherit it from sshd.
+        # Best effort: without CAP_SYS_RESOURCE (some sandboxes) the limit stays, and
+        # preflight reports the real value.
+        lines.append("ulimit -l unlimited 2>/dev/null || :")
+    lines.append(f"exec {SSHD} -D -e -f {q(SSHD_CONFIG_PATH)}")
     return "\n".join(lines) + "\n"
 
 

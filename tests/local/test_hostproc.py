@@ -49,3 +49,12 @@ def test_argv_enters_the_namespace_then_private_mount_and_uts() -> None:
     assert argv[:4] == ["ip", "netns", "exec", "gpufleet-local-node-0"]
     assert argv[4:9] == ["unshare", "--mount", "--uts", "--propagation", "private"]
     assert argv[-3:] == ["sh", "-ec", "true"]
+
+
+def test_memlock_follows_the_container_spec() -> None:
+    assert "ulimit -l unlimited 2>/dev/null || :" in _script()
+    spec = stack_spec("local").model_copy(
+        update={"container": stack_spec("local").container.model_copy(update={"memlock_unlimited": False})}
+    )
+    state = Path("/state")
+    assert "ulimit -l unlimited" not in start_script(spec, spec.hosts[0], host_paths(state, "node-0"), state)
