@@ -36,8 +36,8 @@ from gpufleet.launcher.runs import (
 )
 from gpufleet.spec.models import ClusterSpec
 
-POLL_S = 0.5
-STATUS_EVERY_POLLS = 8  # how often to ask whether a silent supervisor is still alive
+POLL_S = 0.25
+STATUS_EVERY_POLLS = 16  # every ~4 s: how often to ask whether a silent supervisor is still alive
 STOP_GRACE_S = 8
 DEFAULT_MAX_SECONDS = 7 * 24 * 3600
 TAIL_LINES = 20
