@@ -50,7 +50,7 @@ class HostFirewall(pulumi.ComponentResource):
     """Default-drop input, SSH from admin networks, everything from cluster peers."""
 
     content_sha256: pulumi.Output[str]
-    """sha256 of the nftables.conf: the command's trigger."""
+    """sha256 of the nftables.conf that is applied (to see in outputs which ruleset a host has)."""
 
     def __init__(self, name: str, args: HostFirewallArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(RESOURCE_TYPE, name, None, opts)
@@ -60,8 +60,11 @@ class HostFirewall(pulumi.ComponentResource):
             connection=args["connection"],
             create=apply_script(args["sudo"]),
             delete=remove_script(args["sudo"]),
+            # No `triggers`: a change to them REPLACES the command, and the old one's delete
+            # would then drop the table the new one just applied, leaving the host open.
+            # A new stdin is an update instead, which re-runs create: the file replaces
+            # its own table atomically.
             stdin=conf,
-            triggers=[content_trigger(conf)],
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.content_sha256 = pulumi.Output.from_input(content_trigger(conf))

@@ -188,6 +188,9 @@ def test_firewall_command_carries_exactly_the_rendered_nftables(stack: str) -> N
         assert "nft -c -f" in command["create"]
         assert command["create"].index("nft -c -f") < command["create"].index('nft -f "$f"')
         assert "delete table inet gpufleet" in command["delete"] and "flush ruleset" not in command["delete"]
+        # A changed ruleset must update the command in place: a replacement would run the
+        # old command's delete after the new create and leave the host without its table.
+        assert "triggers" not in command
 
 
 def test_container_waits_for_the_firewall(stack: str) -> None:
