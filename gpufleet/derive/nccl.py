@@ -57,10 +57,14 @@ def nccl_env(spec: ClusterSpec, host: HostSpec, facts: HostFacts | None = None) 
     if host.ifname:
         # gloo (CPU ranks, and torch's own store traffic) takes an exact name only.
         env["GLOO_SOCKET_IFNAME"] = host.ifname
+    reserved = spec.network.reserved_hcas
     if spec.network.fabric == "ethernet":
         env["NCCL_IB_DISABLE"] = "1"
     elif host.hcas:
-        env["NCCL_IB_HCA"] = "=" + ",".join(host.hcas)
+        env["NCCL_IB_HCA"] = "=" + ",".join(h for h in host.hcas if h not in reserved)
+    elif reserved:
+        # Unknown compute HCAs: let NCCL pick, but never a storage/management one ('^=': exact names).
+        env["NCCL_IB_HCA"] = "^=" + ",".join(reserved)
     if spec.network.is_rdma:
         _qos(spec, env)
     env["NCCL_DEBUG"] = DEFAULT_DEBUG

@@ -567,6 +567,15 @@ def _cluster_rule_issues(spec: ClusterSpec) -> list[tuple[str, str]]:
                     f"host {host.name!r}: {host.address} is not a usable host address",
                 )
             )
+        reserved = sorted(set(host.hcas) & set(spec.network.reserved_hcas))
+        if reserved:
+            issues.append(
+                (
+                    f"{path}.hcas",
+                    f"host {host.name!r} lists {', '.join(reserved)}, which network.reserved_hcas keeps "
+                    "away from NCCL; remove it from one of the two",
+                )
+            )
         if host.hcas and spec.network.fabric == "ethernet":
             issues.append((f"{path}.hcas", f"host {host.name!r} lists HCAs but network.fabric is ethernet"))
 

@@ -151,7 +151,8 @@ def test_storage_hca_with_ethernet_link_layer_is_never_an_ib_hca() -> None:
 
 
 def test_reserved_hcas_are_left_out() -> None:
-    spec = spec_with("example-ib", {"network.reserved_hcas": ["mlx5_0", "mlx5_7:1"], "hosts.0.hcas": []})
+    no_hcas = {f"hosts.{i}.hcas": [] for i in range(4)}  # a declared HCA may not be reserved too
+    spec = spec_with("example-ib", {"network.reserved_hcas": ["mlx5_0", "mlx5_7:1"], **no_hcas})
     env = nccl_env(spec, spec.host("gpu-0"), facts("dgx-h100-0"))
     assert env.env["NCCL_IB_HCA"] == "=" + ",".join(f"mlx5_{i}:1" for i in range(1, 7))
 
@@ -433,3 +434,20 @@ def test_declared_storage_hca_is_not_used_for_infiniband() -> None:
     env = nccl_env(spec, spec.host("gpu-0"), facts("dgx-h100-0"))
     assert env.env["NCCL_IB_HCA"] == "=mlx5_0:1"
     assert env.warnings == ("declared HCA mlx5_8 is not an ACTIVE infiniband port here; left out",)
+
+
+def test_spec_only_env_never_names_a_reserved_hca() -> None:
+    """Without declared hcas, the storage HCA is excluded by exact name; with them, only they are used."""
+    from gpufleet.spec import parse_spec
+    from gpufleet.spec.loader import read_stack_config
+    from tests.conftest import STACKS_DIR
+
+    raw = read_stack_config(STACKS_DIR / "Pulumi.example-ib.yaml")
+    for host in raw["hosts"]:
+        del host["hcas"]
+    spec = parse_spec(raw)
+    assert nccl_env(spec, spec.hosts[0]).env["NCCL_IB_HCA"] == "^=mlx5_8"
+    declared = stack_spec("example-ib")
+    assert nccl_env(declared, declared.hosts[0]).env["NCCL_IB_HCA"] == "=" + ",".join(
+        f"mlx5_{i}" for i in range(8)
+    )

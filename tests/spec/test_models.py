@@ -242,3 +242,13 @@ def test_pulumi_hosts_without_host_key_are_warned_about() -> None:
     data = valid_spec()
     data["provisioner"] = "local"
     assert not any("host_key" in w for w in spec_warnings(parse_spec(data)))
+
+
+def test_a_host_hca_that_is_reserved_is_refused() -> None:
+    data = mutated("network.reserved_hcas", ["mlx5_8"])
+    data["hosts"][0]["hcas"] = ["mlx5_0", "mlx5_8"]
+    assert (
+        "hosts[0].hcas",
+        "host 'gpu-0' lists mlx5_8, which network.reserved_hcas keeps away from NCCL; "
+        "remove it from one of the two",
+    ) in issues_of(data)
