@@ -38,7 +38,18 @@ class SshTarget:
 
 def missing_pulumi_fields(spec: ClusterSpec) -> list[SpecIssue]:
     """What the spec allows but the Pulumi program cannot do without."""
-    return [
+    issues = []
+    if spec.network.fabric == "auto":
+        # Without probed facts the container would get no /dev/infiniband and NCCL would
+        # silently fall back to TCP on an RDMA fabric.
+        issues.append(
+            SpecIssue(
+                "network.fabric",
+                "is 'auto', but 'pulumi up' has no probed host facts to decide from: name the "
+                "fabric (infiniband, roce or ethernet); 'gpufleet lint --facts DIR' tells which",
+            )
+        )
+    return issues + [
         SpecIssue(
             f"hosts[{index}].host_key",
             f"host {host.name!r}: is required to stand the host up with Pulumi: add the host's "

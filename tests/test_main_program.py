@@ -353,6 +353,16 @@ def test_missing_host_key_is_a_run_error() -> None:
         run_program(raw, stack="unpinned")
 
 
+def test_auto_fabric_is_a_run_error() -> None:
+    """pulumi up has no probed facts: 'auto' would deploy an RDMA host without /dev/infiniband."""
+    raw = _raw("example-ib")
+    raw["network"]["fabric"] = "auto"
+    with pytest.raises(
+        pulumi.RunError, match=r"cluster\.network\.fabric: is 'auto', but 'pulumi up' has no probed"
+    ):
+        run_program(raw, stack="auto")
+
+
 def test_local_stack_is_refused() -> None:
     with pytest.raises(pulumi.RunError, match=r"cluster\.provisioner: is 'local'.*gpufleet up --stack local"):
         run_program(_raw("local"), stack="local")

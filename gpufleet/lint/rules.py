@@ -130,7 +130,8 @@ def fact_rules(spec: ClusterSpec, host: HostSpec, facts: HostFacts, env: NcclEnv
     used = {"infiniband": ib, "roce": roce}.get(env.fabric or "", [])
     rdma = ib + roce
     # What `pulumi up` deploys is derived from the spec alone (no facts): with fabric
-    # auto that container gets no /dev/infiniband even where the facts show RDMA.
+    # auto that container would get no /dev/infiniband even where the facts show RDMA
+    # (the program refuses 'auto' for that reason). `render --facts` is not affected.
     deployed = container_settings(spec, host, nccl_env(spec, host))
     if rdma and env.env.get("NCCL_IB_DISABLE") == "1":
         deliberate = spec.network.fabric == "ethernet"
@@ -143,7 +144,7 @@ def fact_rules(spec: ClusterSpec, host: HostSpec, facts: HostFacts, env: NcclEnv
             "AReaL#639)",
             "set network.fabric to infiniband, roce or auto and drop NCCL_IB_DISABLE from nccl",
         )
-    if used and INFINIBAND_DEVICE not in deployed.devices:
+    if spec.provisioner == "pulumi" and used and INFINIBAND_DEVICE not in deployed.devices:
         yield _f(
             "error",
             "rdma-not-in-container",
@@ -165,7 +166,7 @@ def fact_rules(spec: ClusterSpec, host: HostSpec, facts: HostFacts, env: NcclEnv
             "without the uverbs devices NCCL finds no IB device and silently falls back to TCP sockets",
             f"pass {INFINIBAND_DEVICE} to the container (docker --device) and redeploy",
         )
-    if used and (facts.libibverbs is None or facts.ibverbs_providers == []):
+    if used and (facts.libibverbs is None or not facts.ibverbs_providers):
         missing = "libibverbs" if facts.libibverbs is None else "an ibverbs provider (libmlx5)"
         yield _f(
             "error",
