@@ -83,12 +83,15 @@ def docker_ssh_opts(target: SshTarget, identity_file: str) -> list[str]:
     known_hosts files are not read, so a stale or TOFU entry cannot override it.
     """
     key_type = target.host_key.split()[0]
+    # An RSA key signs with rsa-sha2-*: "ssh-rsa" as an algorithm is SHA-1, which
+    # OpenSSH >= 8.8 servers no longer offer.
+    algorithms = {"ssh-rsa": "rsa-sha2-512,rsa-sha2-256"}.get(key_type, key_type)
     options = {
         "StrictHostKeyChecking": "yes",
         "UserKnownHostsFile": "/dev/null",
         "GlobalKnownHostsFile": "/dev/null",
         "KnownHostsCommand": f"/bin/echo %H {target.host_key}",
-        "HostKeyAlgorithms": key_type,
+        "HostKeyAlgorithms": algorithms,
         "UpdateHostKeys": "no",
         "CheckHostIP": "no",
         "IdentitiesOnly": "yes",

@@ -77,21 +77,25 @@ def test_ssh_opts_pin_and_never_trust_on_first_use() -> None:
 # --- the options against a real sshd, in a namespace of our own ----------------------------
 
 
-def _keygen(path: Path) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)], check=True)
+def _keygen(path: Path, kind: str = "ed25519") -> str:
+    size = ["-b", "3072"] if kind == "rsa" else []
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, *size, "-N", "", "-C", "", "-f", str(path)], check=True)
     return " ".join(path.with_name(path.name + ".pub").read_text().split()[:2])
 
 
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
-    """(netns, host public key, a client key) for an sshd on 127.0.0.1:2222 in a fresh netns."""
+@pytest.fixture(params=["ed25519", "rsa"])
+def sshd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, str, Path]]:
+    """(netns, host public key, a client key) for an sshd on 127.0.0.1:2222 in a fresh netns.
+
+    Both key types a spec accepts as host_key: an RSA pin must not ask for the SHA-1
+    "ssh-rsa" signature, which OpenSSH >= 8.8 no longer offers."""
     ns = f"gf-pin-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     server = None
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        host_public = _keygen(tmp_path / "host_key")
+        host_public = _keygen(tmp_path / "host_key", request.param)
         _keygen(tmp_path / "client_key")
         config = tmp_path / "sshd_config"
         config.write_text(
@@ -142,12 +146,15 @@ def _ssh(ns: str, host_key: str, identity: Path) -> subprocess.CompletedProcess[
 
 @needs_root("sshd", "ssh", "ssh-keygen", "ip")
 @pytest.mark.timeout(60)
-def test_real_ssh_accepts_the_pinned_key_and_refuses_any_other(sshd: tuple[str, str, Path]) -> None:
+def test_real_ssh_accepts_the_pinned_key_and_refuses_any_other(
+    sshd: tuple[str, str, Path], tmp_path: Path
+) -> None:
     ns, host_public, client = sshd
+    other = _keygen(tmp_path / "other_host_key", host_public.split()[0].removeprefix("ssh-"))
     right = _ssh(ns, host_public, client)
     # The host key check passes; the (unauthorized) client key is then refused.
     assert "Host key verification failed" not in right.stderr, right.stderr
     assert "Permission denied (publickey)" in right.stderr, right.stderr
-    wrong = _ssh(ns, KEY, client)
+    wrong = _ssh(ns, other, client)  # a key of the same type, not the host's
     assert wrong.returncode != 0
     assert "Host key verification failed" in wrong.stderr, wrong.stderr
