@@ -25,7 +25,6 @@ DEFAULT_DEBUG = "WARN"
 # NCCL 2.21 picks the RoCE v2 GID itself and follows it when the table changes
 # (NVIDIA/nccl#1333); older versions default to index 0, a RoCE v1 GID.
 NCCL_AUTO_GID = (2, 21)
-GDR_LEVEL = "PHB"
 INFINIBAND, ETHERNET = "InfiniBand", "Ethernet"
 
 
@@ -301,11 +300,15 @@ def _facts_env(spec: ClusterSpec, host: HostSpec, facts: HostFacts) -> NcclEnv:
             comments.append(f"RoCE v2 GID index {index} not pinned: NCCL {shown} selects it itself")
     if ports:
         _qos(spec, env)
+        # GPUDirect RDMA needs no variable: NCCL uses it by itself where the GPU and NIC
+        # share a PCIe switch. Forcing NCCL_NET_GDR_LEVEL (e.g. PHB) would also push it
+        # through the CPU's host bridge, which is often slower; that stays a user override.
         if facts.gpudirect_module and (facts.gpus or host.gpus):
-            env["NCCL_NET_GDR_LEVEL"] = GDR_LEVEL
-            comments.append(f"GPUDirect RDMA on: {facts.gpudirect_module} is loaded")
+            comments.append(f"GPUDirect RDMA available: {facts.gpudirect_module} is loaded")
         elif facts.gpus or host.gpus:
-            comments.append("GPUDirect RDMA off: nvidia_peermem is not loaded")
+            comments.append(
+                "GPUDirect RDMA unavailable unless DMA-BUF provides it: nvidia_peermem is not loaded"
+            )
     env["NCCL_DEBUG"] = DEFAULT_DEBUG
     override_warnings = _override_warnings(spec, facts, ports)
     warnings += override_warnings

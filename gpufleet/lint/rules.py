@@ -238,7 +238,7 @@ def fact_rules(spec: ClusterSpec, host: HostSpec, facts: HostFacts, env: NcclEnv
             "warning",
             "gpudirect-off",
             name,
-            "nvidia_peermem is not loaded: no GPUDirect RDMA",
+            "nvidia_peermem is not loaded: no GPUDirect RDMA unless the driver provides it through DMA-BUF",
             "the NICs then read and write GPU memory through host memory, which costs bandwidth",
             "load it on the host: modprobe nvidia_peermem (and add it to /etc/modules-load.d)",
         )

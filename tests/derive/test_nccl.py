@@ -82,7 +82,6 @@ def test_spec_only_env(stack: str, host: str, expected: dict[str, str]) -> None:
                 "NCCL_SOCKET_IFNAME": "=ens10f0",
                 "GLOO_SOCKET_IFNAME": "ens10f0",
                 "NCCL_IB_HCA": IB_HCAS,
-                "NCCL_NET_GDR_LEVEL": "PHB",
                 "NCCL_DEBUG": "WARN",
                 "NCCL_IB_TIMEOUT": "22",
             },
@@ -96,7 +95,6 @@ def test_spec_only_env(stack: str, host: str, expected: dict[str, str]) -> None:
                 "NCCL_SOCKET_IFNAME": "=ens10f0",
                 "GLOO_SOCKET_IFNAME": "ens10f0",
                 "NCCL_IB_HCA": IB_HCAS.replace("mlx5_3:1,", ""),
-                "NCCL_NET_GDR_LEVEL": "PHB",
                 "NCCL_DEBUG": "WARN",
                 "NCCL_IB_TIMEOUT": "22",
             },
@@ -113,7 +111,6 @@ def test_spec_only_env(stack: str, host: str, expected: dict[str, str]) -> None:
                 "NCCL_IB_GID_INDEX": "3",
                 "NCCL_IB_TC": "106",
                 "NCCL_IB_SL": "3",
-                "NCCL_NET_GDR_LEVEL": "PHB",
                 "NCCL_DEBUG": "WARN",
             },
             id="roce-v2-old-nccl",
@@ -315,11 +312,18 @@ def test_declared_ifname_that_disagrees_with_facts_is_corrected() -> None:
     )
 
 
-def test_gpudirect_only_with_peermem() -> None:
+def test_gpudirect_is_reported_never_forced() -> None:
+    """NCCL picks GPUDirect RDMA by topology itself; a forced GDR level is the user's override."""
     spec = stack_spec("example-ib")
-    env = nccl_env(spec, spec.host("gpu-0"), facts("dgx-h100-0", gpudirect_module=None))
-    assert "NCCL_NET_GDR_LEVEL" not in env.env
-    assert "GPUDirect RDMA off: nvidia_peermem is not loaded" in env.comments
+    without = nccl_env(spec, spec.host("gpu-0"), facts("dgx-h100-0", gpudirect_module=None))
+    assert "NCCL_NET_GDR_LEVEL" not in without.env
+    assert (
+        "GPUDirect RDMA unavailable unless DMA-BUF provides it: nvidia_peermem is not loaded"
+        in without.comments
+    )
+    loaded = nccl_env(spec, spec.host("gpu-0"), facts("dgx-h100-0"))
+    assert "NCCL_NET_GDR_LEVEL" not in loaded.env
+    assert "GPUDirect RDMA available: nvidia_peermem is loaded" in loaded.comments
 
 
 @pytest.mark.parametrize(
