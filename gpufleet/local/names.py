@@ -18,6 +18,9 @@ NAMESPACE_PREFIX = "gpufleet"
 LAN_SUFFIX = "lan"
 BRIDGE = "br0"
 MAX_IFNAME = 15
+OWNER_PREFIX = "gpufleet-cluster="
+"""Each namespace's ``lo`` carries the alias ``gpufleet-cluster=<cluster>``: names alone can
+collide across clusters (``train``/``gpu-0`` and ``train-gpu``/``0``), the marker cannot."""
 
 
 def host_namespace(cluster: str, host: str) -> str:
@@ -27,6 +30,15 @@ def host_namespace(cluster: str, host: str) -> str:
 def lan_namespace(cluster: str) -> str:
     """The "switch": the bridge lives here, not in the root namespace (br_netfilter)."""
     return f"{NAMESPACE_PREFIX}-{cluster}-{LAN_SUFFIX}"
+
+
+def owner_marker(cluster: str) -> str:
+    return f"{OWNER_PREFIX}{cluster}"
+
+
+def marker_owner(alias: str) -> str | None:
+    """The cluster a ``lo`` alias names; None when it is no gpufleet marker."""
+    return alias[len(OWNER_PREFIX) :] if alias.startswith(OWNER_PREFIX) else None
 
 
 def _short(key: str) -> str:

@@ -10,6 +10,7 @@ machine's own FORWARD chain (Docker sets it to drop).
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from gpufleet.local.names import (
     host_namespace,
     lan_namespace,
     lan_port,
+    marker_owner,
+    owner_marker,
 )
 from gpufleet.spec.models import ClusterSpec
 
@@ -52,7 +55,7 @@ def lan_plan(spec: ClusterSpec, controller: ControllerAddress) -> LanPlan:
     create = [f"netns add {lan}"]
     create += [f"netns add {host_namespace(cluster, h.name)}" for h in spec.hosts]
     create.append(f"link add {BRIDGE} netns {lan} type bridge")
-    lan_lines = [f"link set {BRIDGE} up"]
+    lan_lines = [f"link set lo alias {owner_marker(cluster)}", f"link set {BRIDGE} up"]
     per_namespace: dict[str, list[str]] = {}
     for host in spec.hosts:
         ns = host_namespace(cluster, host.name)
@@ -62,6 +65,7 @@ def lan_plan(spec: ClusterSpec, controller: ControllerAddress) -> LanPlan:
         create.append(f"link add {ifname} netns {ns} type veth peer name {port} netns {lan}")
         lan_lines += [f"link set {port} master {BRIDGE}", f"link set {port} up"]
         per_namespace[ns] = [
+            f"link set lo alias {owner_marker(cluster)}",
             "link set lo up",
             f"addr add {host.address}/{prefix} dev {ifname}{_addr_flags(host.address)}",
             f"link set {ifname} up",
@@ -135,6 +139,32 @@ def gpufleet_namespaces() -> list[str]:
         return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith("gpufleet-"))
     except OSError:
         return []
+
+
+def namespace_owners(names: list[str]) -> dict[str, str]:
+    """For each namespace that exists: the cluster its ``lo`` marker names, or "" if unmarked.
+
+    One ``ip`` per namespace, run concurrently; a namespace that vanished (or
+    cannot be entered) is left out.
+    """
+    running = []
+    for name in names:
+        if namespace_exists(name):
+            argv = ["ip", "-j", "-n", name, "link", "show", "dev", "lo"]
+            running.append(
+                (name, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+            )
+    owners: dict[str, str] = {}
+    for name, process in running:
+        output, _ = process.communicate()
+        if process.returncode != 0:
+            continue
+        try:
+            alias = json.loads(output)[0].get("ifalias", "")
+        except (ValueError, IndexError, AttributeError):
+            alias = ""
+        owners[name] = marker_owner(alias) or ""
+    return owners
 
 
 def namespace_inode(name: str) -> int | None:

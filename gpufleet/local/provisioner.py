@@ -112,7 +112,23 @@ def _up(spec: ClusterSpec, project_root: Path, progress: Progress, login_timeout
     controller = controller_address(spec)
     python = os.path.abspath(sys.executable)
     preflight_tools.check_all(spec, controller, python)
-    leftovers = [ns for ns in namespaces_of(spec) if netns.namespace_exists(ns)]
+    owners = netns.namespace_owners(namespaces_of(spec))
+    foreign = {ns: owner for ns, owner in owners.items() if owner and owner != spec.name}
+    if foreign:
+        ns, owner = next(iter(foreign.items()))
+        raise GpufleetError(
+            f"cluster {spec.name!r}: the namespace {ns} it needs belongs to cluster {owner!r} (the "
+            "names gpufleet-<cluster>-<host> of the two clusters collide): take that cluster down, "
+            "or rename this cluster or its host"
+        )
+    unmarked = [ns for ns, owner in owners.items() if not owner]
+    if unmarked:
+        raise GpufleetError(
+            f"cluster {spec.name!r}: {', '.join(unmarked)} already exist(s) without a gpufleet owner "
+            "marker (not made by gpufleet up for this cluster): if nothing uses it, remove it with "
+            "ip netns del NAME"
+        )
+    leftovers = list(owners)
     if netns.link_exists(controller_link(spec.name)):
         leftovers.append(f"link {controller_link(spec.name)}")
     if leftovers or folder.exists():
@@ -165,7 +181,9 @@ def _up(spec: ClusterSpec, project_root: Path, progress: Progress, login_timeout
         return inventory
     except BaseException:
         progress("failed: rolling back")
-        _teardown(record, folder)
+        # Namespaces this `up` created may not carry their marker yet (a failure between
+        # creating and configuring them): the record's names are adopted when unmarked.
+        _teardown(record, folder, adopt=set(record.namespaces))
         raise
 
 
@@ -242,6 +260,9 @@ def cluster_down(spec: ClusterSpec, project_root: Path, progress: Progress = _qu
         controller_link=controller_link(spec.name),
         uid=-1,
     )
+    # An unmarked namespace is this cluster's only if `up` recorded it (it failed before
+    # marking it); a name the spec alone gives may be another cluster's (names collide).
+    adopt = set(record.namespaces) if record is not None else set()
     if record is None:
         record = fallback
     else:
@@ -249,17 +270,32 @@ def cluster_down(spec: ClusterSpec, project_root: Path, progress: Progress = _qu
         extra = [ns for ns in fallback.namespaces if ns not in record.namespaces]
         record = record.model_copy(update={"namespaces": extra + record.namespaces})
     present = [ns for ns in record.namespaces if netns.namespace_exists(ns)]
-    if not present and not netns.link_exists(record.controller_link) and not folder.exists():
+    if not present and not netns.link_exists(record.controller_link) and not _exists(folder):
         progress(f"cluster {spec.name!r} is not up; nothing to do")
         return
     preflight_tools.check_root()
     progress(f"removing cluster {spec.name!r}")
     with _project_lock(project_root):
-        _teardown(record, folder)
+        _teardown(record, folder, adopt)
 
 
-def _teardown(record: LocalRecord, folder: Path) -> None:
-    inodes = {ns: netns.namespace_inode(ns) for ns in record.namespaces}
+def _exists(path: Path) -> bool:
+    """Path.exists, but a folder hidden from a non-root user counts as there (root is needed)."""
+    try:
+        return path.exists()
+    except PermissionError:
+        return True
+
+
+def _teardown(record: LocalRecord, folder: Path, adopt: set[str]) -> None:
+    """Remove what ``record`` names, but only namespaces marked as this cluster's (or adopted)."""
+    owners = netns.namespace_owners(record.namespaces)
+    owned = [
+        ns
+        for ns in record.namespaces
+        if owners.get(ns) == record.cluster or (owners.get(ns) == "" and ns in adopt)
+    ]
+    inodes = {ns: netns.namespace_inode(ns) for ns in owned}
     for host, pid in record.pids.items():
         hostproc.kill_group(pid, inodes.get(host_namespace(record.cluster, host)))
     wanted = {inode for inode in inodes.values() if inode is not None}
@@ -272,7 +308,7 @@ def _teardown(record: LocalRecord, folder: Path) -> None:
         killed += pids
         time.sleep(0.005)
     hostproc.reap_wait(list(record.pids.values()) + killed, timeout=1.0)
-    netns.teardown(record.namespaces, record.controller_link)
-    others = [ns for ns in netns.gpufleet_namespaces() if ns not in record.namespaces]
+    netns.teardown(owned, record.controller_link)
+    others = [ns for ns in netns.gpufleet_namespaces() if ns not in owned]
     hostproc.remove_created_dirs(record.created_dirs, other_clusters=bool(others))
     hostproc.remove_tree(folder)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpufleet.local.names import MAX_IFNAME, controller_address, controller_link, lan_namespace
+from gpufleet.local.names import MAX_IFNAME, controller_address, controller_link, lan_namespace, marker_owner
 from gpufleet.local.netns import lan_plan, teardown_lines
 from tests.conftest import stack_spec
 
@@ -28,6 +28,7 @@ def test_hosts_get_their_address_on_their_ifname() -> None:
     spec = stack_spec("local")
     plan = lan_plan(spec, controller_address(spec))
     assert plan.per_namespace["gpufleet-local-node-1"] == [
+        "link set lo alias gpufleet-cluster=local",
         "link set lo up",
         "addr add 10.77.0.12/24 dev eth0",
         "link set eth0 up",
@@ -60,3 +61,13 @@ def test_teardown_deletes_the_root_link_and_namespaces() -> None:
         "netns del gpufleet-c-lan",
     ]
     assert teardown_lines([], None) == []
+
+
+def test_every_namespace_is_marked_with_its_cluster_first() -> None:
+    spec = stack_spec("local")
+    plan = lan_plan(spec, controller_address(spec))
+    assert set(plan.per_namespace) == {"gpufleet-local-lan", "gpufleet-local-node-0", "gpufleet-local-node-1"}
+    for lines in plan.per_namespace.values():
+        assert lines[0] == "link set lo alias gpufleet-cluster=local"
+    assert marker_owner("gpufleet-cluster=local") == "local"
+    assert marker_owner("something else") is None
