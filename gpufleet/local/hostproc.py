@@ -189,8 +189,10 @@ def kill_group(pid: int, namespace_inode: int | None) -> None:
     child this process started and has not reaped cannot be recycled, so it is
     killed without the check: right after starting (a rollback) it may not have
     entered its namespace yet, and would otherwise escape and outlive the cluster.
+    One that ``poll()`` (host_exited) has reaped can be recycled: it gets the check.
     """
-    ours = pid in _started
+    process = _started.get(pid)
+    ours = process is not None and process.returncode is None
     if not ours and (namespace_inode is None or not _in_namespace(pid, namespace_inode)):
         return
     with contextlib.suppress(ProcessLookupError):

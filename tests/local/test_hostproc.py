@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import pytest
+
 from gpufleet.derive.sshd import SSHD_CONFIG_PATH
+from gpufleet.local import hostproc
 from gpufleet.local.hostproc import host_paths, start_argv, start_script
 from tests.conftest import stack_spec
 
@@ -58,3 +62,23 @@ def test_memlock_follows_the_container_spec() -> None:
     )
     state = Path("/state")
     assert "ulimit -l unlimited" not in start_script(spec, spec.hosts[0], host_paths(state, "node-0"), state)
+
+
+def test_a_reaped_child_is_killed_only_after_the_namespace_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """poll() reaps: the pid may then be recycled, so it is no longer killed unchecked."""
+    killed: list[int] = []
+    monkeypatch.setattr(hostproc.os, "killpg", lambda pid, sig: killed.append(pid))
+    process = subprocess.Popen(["true"])
+    monkeypatch.setitem(hostproc._started, process.pid, process)
+    process.wait()
+    assert hostproc.host_exited(process.pid)
+    hostproc.kill_group(process.pid, None)
+    assert killed == []
+    running = subprocess.Popen(["sleep", "5"])
+    monkeypatch.setitem(hostproc._started, running.pid, running)
+    try:
+        hostproc.kill_group(running.pid, None)  # not reaped yet: killed without the check
+        assert killed == [running.pid]
+    finally:
+        running.kill()
+        running.wait()
