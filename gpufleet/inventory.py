@@ -84,14 +84,26 @@ def write_state(folder: Path, inventory: Inventory, private_key_openssh: str) ->
     (folder / INVENTORY_FILE).write_text(inventory.model_dump_json(indent=2) + "\n")
 
 
+def _unreadable(path: Path) -> GpufleetError:
+    return GpufleetError(
+        f"cannot read {path}: the state folder belongs to root (mode 0700; a local cluster is "
+        "stood up as root); run this command as root (sudo .venv/bin/gpufleet ...)"
+    )
+
+
 def load_inventory(folder: Path) -> Inventory:
     path = folder / INVENTORY_FILE
-    if not path.is_file():
-        raise GpufleetError(
-            f"no inventory at {path}: stand the cluster up first (gpufleet up for a local "
-            "stack, or pulumi up then gpufleet inventory)"
-        )
     try:
-        return Inventory.model_validate(json.loads(path.read_text()))
+        # Path.is_file raises PermissionError (Python 3.11) when the folder is not traversable.
+        if not path.is_file():
+            raise GpufleetError(
+                f"no inventory at {path}: stand the cluster up first (gpufleet up for a local "
+                "stack, or pulumi up then gpufleet inventory)"
+            )
+        text = path.read_text()
+    except PermissionError:
+        raise _unreadable(path) from None
+    try:
+        return Inventory.model_validate(json.loads(text))
     except (ValueError, ValidationError) as error:
         raise GpufleetError(f"{path}: not a valid inventory: {error}") from None

@@ -80,6 +80,35 @@ def test_up_as_a_normal_user_says_it_needs_root() -> None:
         shutil.rmtree(folder)
 
 
+@needs_root("setpriv")
+def test_a_root_state_folder_is_a_clear_error_for_a_normal_user() -> None:
+    """`up` as root makes .gpufleet/ private: ssh and down as another user say to use root."""
+    folder = Path(tempfile.mkdtemp(prefix="gpufleet-nonroot-"))
+    try:
+        folder.chmod(0o755)
+        shutil.copy(PROJECT_ROOT / "Pulumi.yaml", folder / "Pulumi.yaml")
+        (folder / "Pulumi.yaml").chmod(0o644)
+        key = generate_ed25519().public_line("test")
+        stack = write_stack(folder, cluster_config("lt-nonroot", 230, 2, 1, False, key))
+        stack.chmod(0o644)
+        state = folder / ".gpufleet" / "lt-nonroot"
+        state.mkdir(parents=True)
+        (state / "inventory.json").write_text("{}")
+        for path in (folder / ".gpufleet", state):
+            path.chmod(0o700)
+        result = gpufleet("ssh", "-f", str(stack), "node-0", cwd=folder, user="65534")
+        assert result.returncode == 1, result.stderr
+        assert "the state folder belongs to root" in result.stderr
+        assert "sudo .venv/bin/gpufleet" in result.stderr
+        assert "Traceback" not in result.stderr
+        result = gpufleet("down", "-f", str(stack), cwd=folder, user="65534")
+        assert result.returncode == 1, result.stderr
+        assert "needs root" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        shutil.rmtree(folder)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 @needs_root("ip", "sshd", "nft", "unshare", "ssh")
