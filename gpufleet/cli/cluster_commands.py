@@ -62,12 +62,24 @@ def down(stack: StackOption = None, file: FileOption = None) -> None:
     console.print(messages[-1] if messages and "not up" in messages[-1] else f"cluster {spec.name} is down")
 
 
+def _config_path(path: Path) -> str:
+    """A path as an ssh option value: quoted (spaces), with '%' escaped (ssh expands %-tokens)."""
+    escaped = str(path).replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{escaped}"'
+
+
 def ssh_argv(host: InventoryHost, folder: Path, command: list[str]) -> list[str]:
-    """The system ssh client with the cluster's key and pinned host keys: never trust on first use."""
+    """The system ssh client with the cluster's key and pinned host keys: never trust on first use.
+
+    ``-F /dev/null``: no ~/.ssh/config or /etc/ssh/ssh_config (an IdentityFile, ProxyCommand
+    or forward there must not apply to the cluster's hosts). The key goes in as an option, not
+    ``-i``, which checks the unexpanded path and so cannot carry an escaped '%'.
+    """
     argv = [
         "ssh",
-        "-i", str(folder / KEY_FILE),
-        "-o", f"UserKnownHostsFile={folder / KNOWN_HOSTS_FILE}",
+        "-F", "/dev/null",
+        "-o", f"IdentityFile={_config_path(folder / KEY_FILE)}",
+        "-o", f"UserKnownHostsFile={_config_path(folder / KNOWN_HOSTS_FILE)}",
         "-o", "GlobalKnownHostsFile=/dev/null",
         "-o", "StrictHostKeyChecking=yes",
         "-o", "IdentitiesOnly=yes",

@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from gpufleet.derive.sshd import CONTAINER_SSH_DIR, HOST_KEY_PATH, SSHD_CONFIG_PATH
 from gpufleet.local.accounts import LoginAccount, hosts_file, with_account
@@ -66,6 +66,21 @@ class HostPaths:
         """Where a file under /etc on the host lives in the overlay's upper folder."""
         assert absolute.startswith("/etc/")
         return self.etc / absolute[len("/etc/") :]
+
+
+HOME = PurePosixPath("/home")
+
+
+def in_private_home(mount: str) -> PurePosixPath | None:
+    """A mount under /home, relative to it: its mount point lives in each host's private /home.
+
+    The start script bind-mounts the host's own home folder over /home first, which
+    hides everything under the machine's /home.
+    """
+    path = PurePosixPath(mount)
+    if path == HOME or not path.is_relative_to(HOME):
+        return None
+    return path.relative_to(HOME)
 
 
 def host_paths(state: Path, host: str) -> HostPaths:
@@ -158,6 +173,20 @@ def prepare_host(
     os.chmod(paths.home, 0o755)  # noqa: S103 - /home on the host, like any /home
     os.chown(home, account.uid, account.gid)
     os.chmod(home, 0o700)
+    for share in spec.nas:
+        relative = in_private_home(share.mount)
+        if relative is not None:
+            _make_dirs(paths.home, relative)
+
+
+def _make_dirs(base: Path, relative: PurePosixPath) -> None:
+    """Mount point folders below ``base``: root-owned, 0755, like ensure_mountpoint's."""
+    folder = base
+    for part in relative.parts:
+        folder = folder / part
+        if not folder.exists():
+            folder.mkdir(mode=0o755)
+            os.chmod(folder, 0o755)  # noqa: S103 - a mount point, as on any machine
 
 
 def start_host(namespace: str, script: str, log: Path) -> int:
@@ -233,6 +262,11 @@ def missing_dirs(path: str) -> list[str]:
     """The folders of ``path`` that do not exist yet, parents first."""
     missing = [str(p) for p in (Path(path), *Path(path).parents) if not p.exists()]
     return missing[::-1]
+
+
+def machine_mountpoint(path: str) -> bool:
+    """Whether a NAS mount point must exist on this machine (not so for one in the private /home)."""
+    return in_private_home(path) is None
 
 
 def ensure_mountpoint(path: str) -> None:

@@ -148,7 +148,14 @@ def _up(spec: ClusterSpec, project_root: Path, progress: Progress, login_timeout
         namespaces=namespaces_of(spec),
         controller_link=controller_link(spec.name),
         uid=account.uid,
-        created_dirs=list(dict.fromkeys(d for share in spec.nas for d in hostproc.missing_dirs(share.mount))),
+        created_dirs=list(
+            dict.fromkeys(
+                d
+                for share in spec.nas
+                if hostproc.machine_mountpoint(share.mount)
+                for d in hostproc.missing_dirs(share.mount)
+            )
+        ),
     )
     try:
         write_record(folder, record)
@@ -204,7 +211,8 @@ def _write_files(
         os.chown(source, account.uid, account.gid)
         os.chmod(source, 0o755)  # noqa: S103 - a share, like an NFS export's root
         os.chmod(folder / hostproc.NAS_DIR, 0o755)  # noqa: S103 - reached only via bind mounts
-        hostproc.ensure_mountpoint(share.mount)
+        if hostproc.machine_mountpoint(share.mount):  # under /home: made in each host's home
+            hostproc.ensure_mountpoint(share.mount)
     for host in spec.hosts:
         rendered = {
             name: tree[PurePosixPath("hosts", host.name, name)] for name in ("sshd_config", "nftables.conf")

@@ -40,12 +40,15 @@ def test_ssh_argv_uses_the_pinned_host_key_and_the_cluster_key() -> None:
     assert argv[0] == "ssh"
     pairs = {argv[i + 1] for i, arg in enumerate(argv) if arg == "-o"}
     assert {
-        "UserKnownHostsFile=/state/known_hosts",
+        'UserKnownHostsFile="/state/known_hosts"',
+        'IdentityFile="/state/id_ed25519"',
         "StrictHostKeyChecking=yes",
         "IdentitiesOnly=yes",
         "BatchMode=yes",
     } <= pairs
-    assert argv[argv.index("-i") + 1] == "/state/id_ed25519"
+    assert argv[1:3] == ["-F", "/dev/null"]  # no ~/.ssh/config, no /etc/ssh/ssh_config
+    odd = ssh_argv(host, Path('/my %h "x" \\'), [])
+    assert 'UserKnownHostsFile="/my %%h \\"x\\" \\\\/known_hosts"' in odd
     assert argv[argv.index("-p") + 1] == "2222"
     assert argv[argv.index("-l") + 1] == "trainer"
     # '--' ends ssh's options: the command's own flags are never read as ssh's.
