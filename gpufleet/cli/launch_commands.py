@@ -115,30 +115,49 @@ def train(
     """Run SCRIPT with torchrun on every host: detached on the hosts, logs streamed here.
     Ctrl-C stops the run everywhere; so does the first host that fails."""
     with open_cluster(stack, file) as cluster:
-        record = start_run(cluster, script, list(args or []), workdir, name, nproc_per_node)
-        where = record.run_dir[cluster.names[0]]
-        console.print(
-            f"run {record.run}: {record.nnodes} hosts x {max(record.nproc_per_node.values())} workers, "
-            f"folder {where}{'' if record.shared else ' on each host'}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        if detach:
-            console.print(f"detached; follow with: gpufleet logs --follow {record.run}", highlight=False)
-            return
+        # Before start_run: a SIGTERM while starting stops the run like one while following.
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            record = follow_run(cluster, record, write=_print_line)
-        except KeyboardInterrupt:
-            err_console.print(f"interrupted: stopping run {record.run} on every host")
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            stop_run(cluster, record)
-            err_console.print(f"run {record.run} stopped")
-            raise typer.Exit(130) from None
+            code = _train(cluster, script, list(args or []), workdir, name, nproc_per_node, detach)
         finally:
             signal.signal(signal.SIGTERM, previous)
-        code = _summary(record, cluster)
     raise typer.Exit(code)
+
+
+def _train(
+    cluster: Cluster,
+    script: Path,
+    args: list[str],
+    workdir: Path | None,
+    name: str | None,
+    nproc_per_node: int | None,
+    detach: bool,
+) -> int:
+    try:
+        record = start_run(cluster, script, args, workdir, name, nproc_per_node)
+    except KeyboardInterrupt:
+        # start_run stopped whatever it had started.
+        err_console.print("interrupted while starting: nothing of the run is left running")
+        return 130
+    where = record.run_dir[cluster.names[0]]
+    console.print(
+        f"run {record.run}: {record.nnodes} hosts x {max(record.nproc_per_node.values())} workers, "
+        f"folder {where}{'' if record.shared else ' on each host'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if detach:
+        console.print(f"detached; follow with: gpufleet logs --follow {record.run}", highlight=False)
+        return 0
+    try:
+        record = follow_run(cluster, record, write=_print_line)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: stopping run {record.run} on every host")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stop_run(cluster, record)
+        err_console.print(f"run {record.run} stopped")
+        return 130
+    return _summary(record, cluster)
 
 
 def logs(

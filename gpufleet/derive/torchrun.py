@@ -53,9 +53,13 @@ def nproc_for(spec: ClusterSpec, host: HostSpec, override: int | None = None) ->
     return override if override is not None else host_slots(spec, host)
 
 
-def run_tag(run_id: str, host: HostSpec) -> str:
-    """Marks every process of this run on this host (env), so stop can find all of them."""
-    return f"{run_id}@{host.name}"
+def run_tag(cluster: str, run_id: str, host: HostSpec) -> str:
+    """Marks every process of this run on this host (env), so stop can find all of them.
+
+    The cluster is part of it: two local clusters on one machine share the login
+    uid, and stopping run X on one must not touch a run X of the other.
+    """
+    return f"{cluster}/{run_id}@{host.name}"
 
 
 def torchrun_command(
@@ -99,7 +103,7 @@ def torchrun_command(
             "GPUFLEET_RUN": run.run_id,
             "GPUFLEET_RUN_DIR": run.run_dir,
             "GPUFLEET_HOST": host.name,
-            "GPUFLEET_RUN_TAG": run_tag(run.run_id, host),
+            "GPUFLEET_RUN_TAG": run_tag(spec.name, run.run_id, host),
         }
     )
     return TorchrunCommand(argv=argv, env=env)

@@ -77,14 +77,25 @@ def tagged_pids(tag: str) -> list[int]:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except OSError:  # gone, or another user's process: our supervisor runs as us
         return False
-    except PermissionError:
-        return True
     # A zombie is dead for our purposes.
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _is_supervisor(pid: int, tag: str | None) -> bool:
+    """``pid`` is alive and still our supervisor (its environment carries the tag), not a reused pid."""
+    if pid <= 0 or not _alive(pid):
+        return False
+    if not tag:  # a state file written before tags were recorded
+        return True
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return f"{TAG_VAR}={tag}".encode() in handle.read().split(b"\0")
     except OSError:
         return False
 
@@ -170,20 +181,41 @@ def start(run_dir: str, host: str, tag: str, max_s: str, argv: list[str]) -> dic
     for sub in ("hosts", "logs", "code"):
         os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
     state_path = _state_path(run_dir, host)
-    if os.path.exists(state_path):
+    started = {"started": time.time(), "host": host, "tag": tag}
+    try:  # O_EXCL: of two starts of one run on one host, only one gets past here
+        fd = os.open(state_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
         return {"error": f"{state_path} exists: run already started on {host}"}
-    log = open(os.path.join(run_dir, "logs", f"{host}.log"), "ab")  # noqa: SIM115 (handed to the child)
-    env = dict(os.environ, **{TAG_VAR: tag})
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _payload(_own_source()), "supervise", run_dir, host, tag, max_s, "--", *argv],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        close_fds=True,
-        env=env,
-    )
-    _write_json(state_path, {"pid": proc.pid, "started": time.time(), "host": host})
+    with os.fdopen(fd, "w") as handle:
+        json.dump(started, handle)
+    try:
+        log = open(os.path.join(run_dir, "logs", f"{host}.log"), "ab")  # noqa: SIM115 (handed to the child)
+        env = dict(os.environ, **{TAG_VAR: tag})
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _payload(_own_source()),
+                "supervise",
+                run_dir,
+                host,
+                tag,
+                max_s,
+                "--",
+                *argv,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
+        )
+    except BaseException:
+        os.remove(state_path)
+        raise
+    state = _read_json(state_path) or {}  # the supervisor may already have ended and written its exit
+    _write_json(state_path, {**started, **state, "pid": proc.pid})
     return {"pid": proc.pid}
 
 
@@ -199,7 +231,8 @@ def status(run_dir: str, host: str) -> dict[str, Any]:
             else ("stopped" if str(state.get("reason", "")).startswith("stopped") else "failed")
         )
     else:
-        name = "running" if _alive(int(state.get("pid", 0)) or -1) else "lost"
+        tag = state.get("tag")
+        name = "running" if _is_supervisor(int(state.get("pid", 0)), str(tag) if tag else None) else "lost"
     log_path = os.path.join(run_dir, "logs", f"{host}.log")
     state.update({"state": name, "log_bytes": os.path.getsize(log_path) if os.path.exists(log_path) else 0})
     return state
@@ -209,10 +242,12 @@ def stop(run_dir: str, host: str, tag: str, grace_s: str) -> dict[str, Any]:
     state_path = _state_path(run_dir, host)
     state = _read_json(state_path) or {}
     pid = int(state.get("pid", 0))
-    if pid > 0 and state.get("exit_code") is None and _alive(pid):
+    own = str(state.get("tag") or tag)
+    # Only a pid that is still this run's supervisor: a reused pid belongs to someone else.
+    if state.get("exit_code") is None and _is_supervisor(pid, own):
         _kill_all([pid], signal.SIGTERM)
         deadline = time.monotonic() + float(grace_s)
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and _is_supervisor(pid, own):
             time.sleep(0.1)
     leftovers = tagged_pids(tag)
     _kill_all(leftovers, signal.SIGKILL)

@@ -20,13 +20,28 @@ from typing import TypeVar
 
 import paramiko
 from fabric import Config, Connection
-from invoke.exceptions import CommandTimedOut
+from invoke.exceptions import CommandTimedOut, ThreadException
 
 from gpufleet.errors import GpufleetError
 from gpufleet.inventory import KEY_FILE, KNOWN_HOSTS_FILE, Inventory, InventoryHost
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 T = TypeVar("T")
+
+# What paramiko/invoke raise when an open connection drops mid-command
+# ("Server connection dropped", EOF on the transport, a reset socket).
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (paramiko.SSHException, EOFError, ThreadException)
+# ... and, where no file is involved, any socket error.
+_LOST_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, OSError)
+
+
+def connection_lost(name: str, error: BaseException) -> GpufleetError:
+    """The error for a host whose SSH connection dropped while in use."""
+    detail = str(error).strip() or type(error).__name__
+    return GpufleetError(
+        f"{name}: SSH connection lost ({detail}). Is the host up and reachable? A run that was "
+        "already started keeps running there: check it with gpufleet status, stop it with gpufleet stop"
+    )
 
 
 @dataclass(frozen=True)
@@ -154,7 +169,10 @@ class HostConnections:
         return self._connections[name]
 
     def sftp(self, name: str) -> paramiko.SFTPClient:
-        sftp: paramiko.SFTPClient = self._connections[name].sftp()
+        try:
+            sftp: paramiko.SFTPClient = self._connections[name].sftp()
+        except _LOST_ERRORS as error:
+            raise connection_lost(name, error) from error
         return sftp
 
     def run(self, name: str, command: str, timeout: float | None = None) -> CommandResult:
@@ -165,6 +183,8 @@ class HostConnections:
             )
         except CommandTimedOut as error:
             return CommandResult(name, 124, error.result.stdout, f"timed out after {timeout} s")
+        except _LOST_ERRORS as error:
+            raise connection_lost(name, error) from error
         return CommandResult(name, int(result.exited), str(result.stdout), str(result.stderr))
 
     def run_all(self, commands: dict[str, str], timeout: float | None = None) -> dict[str, CommandResult]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -18,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from gpufleet.derive.torchrun import RunSettings, nproc_for, run_tag, torchrun_command
 from gpufleet.errors import GpufleetError
 from gpufleet.inventory import Inventory
-from gpufleet.launcher.connections import HostConnections
+from gpufleet.launcher.connections import CONNECTION_ERRORS, HostConnections, connection_lost
 from gpufleet.launcher.remote import agent_command, shell_command
 from gpufleet.launcher.runs import (
     HOME_RUNS_ROOT,
@@ -184,10 +185,16 @@ def start_run(
     def launch(name: str) -> None:
         command = commands[name]
         argv = ["env", *(f"{key}={value}" for key, value in command.env.items()), *command.argv]
-        tag = run_tag(run_id, spec.host(name))
+        tag = run_tag(spec.name, run_id, spec.host(name))
         cluster.agent(name, "start", run_dirs[name], name, tag, str(max_seconds), "--", *argv)
 
-    failures = {host: error for host, error in cluster.hosts.each(_capture(launch)).items() if error}
+    try:
+        results = cluster.hosts.each(_capture(launch))
+    except BaseException:
+        # Ctrl-C / SIGTERM (or a dropped connection) mid-launch: some hosts may have started.
+        stop_run(cluster, record)
+        raise
+    failures = {host: error for host, error in results.items() if error}
     if failures:
         stop_run(cluster, record)
         raise GpufleetError(
@@ -222,7 +229,8 @@ def write_record(cluster: Cluster, record: RunRecord, names: list[str] | None = 
     def put(name: str) -> None:
         run_dir = record.run_dir[name]
         sftp = cluster.hosts.sftp(name)
-        tmp = f"{run_dir}/.{RECORD_FILE}.tmp"
+        # A name of its own per write: finish_record and refresh_run may write at once.
+        tmp = f"{run_dir}/.{RECORD_FILE}.tmp-{uuid.uuid4().hex[:12]}"
         with sftp.open(tmp, "wb") as handle:
             handle.write(data)
         sftp.posix_rename(tmp, f"{run_dir}/{RECORD_FILE}")
@@ -237,6 +245,8 @@ def _read_json(cluster: Cluster, name: str, path: str) -> dict[str, object]:
     try:
         with cluster.hosts.sftp(name).open(path, "rb") as handle:
             data = json.loads(handle.read())
+    except CONNECTION_ERRORS as error:
+        raise connection_lost(name, error) from error
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -271,6 +281,8 @@ class LogFollower:
             with self.cluster.hosts.sftp(name).open(host_log_file(self.record, name), "rb") as handle:
                 handle.seek(offset)
                 data: bytes = handle.read()
+        except CONNECTION_ERRORS as error:
+            raise connection_lost(name, error) from error
         except OSError:
             return b""
         self.offsets[name] = offset + len(data)
@@ -299,6 +311,8 @@ def log_tail(cluster: Cluster, record: RunRecord, name: str, lines: int = TAIL_L
         with sftp.open(path, "rb") as handle:
             handle.seek(max(0, size - 16384))
             text = handle.read().decode("utf-8", "replace")
+    except CONNECTION_ERRORS as error:
+        raise connection_lost(name, error) from error
     except OSError:
         return "(no log)"
     return "\n".join(text.splitlines()[-lines:])
@@ -318,7 +332,10 @@ def follow_run(
     while True:
         if follower:
             follower.poll()
-        files = cluster.hosts.each(lambda name: _read_json(cluster, name, host_state_file(record, name)))
+        pending = [name for name in cluster.names if name not in states]
+        files = cluster.hosts.each(
+            lambda name: _read_json(cluster, name, host_state_file(record, name)), pending
+        )
         for name, data in files.items():
             if data.get("exit_code") is not None:
                 states[name] = _with_state(data)
@@ -329,12 +346,14 @@ def follow_run(
                 if data.get("state") in ("lost", "missing") and name in pending:
                     states[name] = data
             pending = [name for name in cluster.names if name not in states]
-        failed = first_failed(states)
-        if failed and not stopping and pending:
+        trigger = _gang_stop_trigger(states)
+        if trigger and not stopping and pending:
             stopping = True
             if write:
-                write(f"gpufleet: host {failed} failed; stopping the run on every host")
-            _stop_hosts(cluster, record, pending)
+                write(f"gpufleet: host {trigger} {states[trigger]['state']}; stopping the run on every host")
+            # Every host, not only the pending ones: a lost host's supervisor died but its
+            # torchrun may live on (stop is harmless where the run already ended).
+            _stop_hosts(cluster, record, cluster.names)
             continue
         if not pending:
             break
@@ -342,6 +361,15 @@ def follow_run(
     if follower:
         follower.poll(final=True)
     return finish_record(cluster, record, states)
+
+
+def _gang_stop_trigger(states: dict[str, dict[str, object]]) -> str | None:
+    """The host whose end stops the run everywhere: the first failed or lost one, else a stopped one."""
+    failed = first_failed(states)
+    if failed:
+        return failed
+    stopped = sorted(name for name, state in states.items() if state.get("state") in ("stopped", "missing"))
+    return stopped[0] if stopped else None
 
 
 def _with_state(data: dict[str, object]) -> dict[str, object]:
@@ -377,7 +405,7 @@ def finish_record(cluster: Cluster, record: RunRecord, states: dict[str, dict[st
 
 def _stop_hosts(cluster: Cluster, record: RunRecord, names: list[str]) -> None:
     def stop(name: str) -> None:
-        tag = run_tag(record.run, cluster.spec.host(name))
+        tag = run_tag(cluster.spec.name, record.run, cluster.spec.host(name))
         cluster.agent(
             name, "stop", record.run_dir[name], name, tag, str(STOP_GRACE_S), timeout=STOP_GRACE_S + 30
         )

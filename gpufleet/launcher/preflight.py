@@ -282,6 +282,17 @@ def _last_json(text: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def listener_kill_command(pid: object) -> str | None:
+    """Kill the port listener, only if ``pid`` still is it (it may have exited and the pid been reused)."""
+    try:
+        number = int(str(pid))
+    except ValueError:
+        return None
+    if number <= 0:
+        return None
+    return f"grep -qa listen /proc/{number}/cmdline && kill {number}"
+
+
 def run_preflight(cluster: Any) -> PreflightReport:
     """Gather from every host (in parallel) over ``cluster.hosts`` and evaluate."""
     from gpufleet import probe as probe_module
@@ -344,7 +355,9 @@ def run_preflight(cluster: Any) -> PreflightReport:
     if listener and listener.get("pid"):
         # Free the rendezvous port now (a host that never connected would keep it
         # busy for LISTEN_SECONDS, and a run started next needs it).
-        cluster.hosts.run(first.name, shell_command(["kill", str(listener["pid"])]), timeout=30)
+        command = listener_kill_command(listener["pid"])
+        if command:
+            cluster.hosts.run(first.name, command, timeout=30)
     facts = {name: gathered[name][0] for name in names}
     checks = {name: gathered[name][1] for name in names}
     offsets = {name: gathered[name][2] for name in names}

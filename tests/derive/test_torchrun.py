@@ -73,9 +73,16 @@ def test_env_has_the_hosts_nccl_and_gloo_interface_and_the_run_tag() -> None:
     assert env["GLOO_SOCKET_IFNAME"] == host.ifname
     assert env["NCCL_SOCKET_IFNAME"] == f"={host.ifname}"
     assert env["NCCL_IB_DISABLE"] == "1"  # the local stack is ethernet
-    assert env["GPUFLEET_RUN_TAG"] == run_tag("train-1", host) == "train-1@node-1"
+    assert env["GPUFLEET_RUN_TAG"] == run_tag(spec.name, "train-1", host) == f"{spec.name}/train-1@node-1"
     assert env["GPUFLEET_RUN_DIR"] == RUN.run_dir
     assert env["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] == "[rank${rank}]:"
+
+
+def test_the_run_tag_tells_clusters_apart() -> None:
+    # Two local clusters share the login uid: stop X on one must not match X on the other.
+    spec = stack_spec("local")
+    host = spec.hosts[0]
+    assert run_tag("one", "train-1", host) != run_tag("two", "train-1", host)
 
 
 def test_ipv6_endpoint_is_bracketed() -> None:

@@ -102,3 +102,41 @@ def test_a_supervisor_killed_outright_shows_as_lost(tmp_path: Path, tag: str) ->
     assert wait_state(tmp_path, "h0", {"lost"})["state"] == "lost"
     call("stop", str(tmp_path), "h0", tag, "2")
     assert agent.tagged_pids(tag) == []
+
+
+def test_concurrent_starts_of_one_run_start_it_once(tmp_path: Path, tag: str) -> None:
+    (tmp_path / "code").mkdir()
+    command = [sys.executable, AGENT, "start", str(tmp_path), "h0", tag, "0", "--", "sleep", "300"]
+    try:
+        procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(8)]
+        results = [json.loads(proc.communicate()[0]) for proc in procs]
+        assert sum("pid" in result for result in results) == 1, results
+        assert all("already started" in r["error"] for r in results if "pid" not in r)
+    finally:
+        call("stop", str(tmp_path), "h0", tag, "2")
+    assert agent.tagged_pids(tag) == []
+
+
+def test_a_reused_pid_is_neither_reported_running_nor_signalled(tmp_path: Path, tag: str) -> None:
+    # The supervisor died; its pid now belongs to an unrelated process (no run tag).
+    stranger = subprocess.Popen(["sleep", "300"])
+    try:
+        (tmp_path / "hosts").mkdir()
+        (tmp_path / "hosts" / "h0.json").write_text(
+            json.dumps({"pid": stranger.pid, "tag": tag, "started": 1.0})
+        )
+        assert call("status", str(tmp_path), "h0")["state"] == "lost"
+        call("stop", str(tmp_path), "h0", tag, "1")
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_start_records_the_tag_that_status_checks(tmp_path: Path, tag: str) -> None:
+    start(tmp_path, "h0", tag, "sleep", "300")
+    try:
+        assert json.loads((tmp_path / "hosts" / "h0.json").read_text())["tag"] == tag
+        assert call("status", str(tmp_path), "h0")["state"] == "running"
+    finally:
+        call("stop", str(tmp_path), "h0", tag, "2")

@@ -76,7 +76,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
 
 def tagged_processes(run: str) -> list[int]:
     """Every process on this machine (all namespace hosts share its pid space) of the run."""
-    needle = b"GPUFLEET_RUN_TAG=" + run.encode() + b"@"
+    needle = f"GPUFLEET_RUN_TAG={NAME}/{run}@".encode()
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():

@@ -61,3 +61,37 @@ def test_an_unreachable_host_is_named_and_nothing_opens(tmp_path: Path) -> None:
 )
 def test_connect_errors_say_what_to_do(error: BaseException, needle: str) -> None:
     assert needle in describe_connect_error(error)
+
+
+class DroppedConnection:
+    """A connection whose transport went away: what paramiko raises mid-use."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def run(self, *_args: object, **_kwargs: object) -> None:
+        raise self.error
+
+    def sftp(self) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(paramiko.SSHException("Server connection dropped: "), id="dropped"),
+        pytest.param(EOFError(), id="eof"),
+        pytest.param(ConnectionResetError(104, "Connection reset by peer"), id="reset"),
+    ],
+)
+@pytest.mark.parametrize("use", ["run", "sftp"])
+def test_a_dropped_connection_is_a_clear_error_not_a_traceback(
+    tmp_path: Path, error: BaseException, use: str
+) -> None:
+    hosts = HostConnections(inventory(), tmp_path)
+    hosts._connections = {"node-0": DroppedConnection(error)}  # type: ignore[dict-item]
+    with pytest.raises(GpufleetError, match=r"node-0: SSH connection lost .*gpufleet status"):
+        if use == "run":
+            hosts.run("node-0", "true")
+        else:
+            hosts.sftp("node-0")

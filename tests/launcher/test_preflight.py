@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -19,6 +22,7 @@ from gpufleet.launcher.preflight import (
     check_shm,
     check_versions,
     evaluate,
+    listener_kill_command,
 )
 from gpufleet.spec import ClusterSpec
 from tests.conftest import stack_spec
@@ -188,3 +192,21 @@ def _ib_port(state: str) -> dict[str, Any]:
 def test_rdma_on_an_infiniband_fabric(host_facts: HostFacts, status: str) -> None:
     spec = _fabric(stack_spec("local"), "infiniband")
     assert check_rdma(spec, ["mlx5_0"], host_facts).status == status
+
+
+def test_the_listener_is_killed_only_while_its_pid_is_still_a_listener() -> None:
+    assert listener_kill_command("x") is None
+    assert listener_kill_command(0) is None
+    listener = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "listen", "29500"])
+    other = subprocess.Popen(["sleep", "300"])  # the pid reused by something else
+    try:
+        for proc in (listener, other):
+            command = listener_kill_command(proc.pid)
+            assert command is not None
+            subprocess.run(["sh", "-c", command], check=False)
+        assert listener.wait(timeout=10) == -signal.SIGTERM
+        assert other.poll() is None
+    finally:
+        for proc in (listener, other):
+            proc.kill()
+            proc.wait()
