@@ -175,19 +175,32 @@ def test_one_failing_host_stops_the_run_everywhere_and_is_named(project: Project
     assert tagged_processes("fail-1") == []
 
 
-def test_the_run_survives_the_controller_being_killed(project: Project) -> None:
-    run = "survivor-1"
+def _train_until_first_epoch(
+    project: Project, run: str, epochs: int, checkpoints: str, stderr: int
+) -> tuple[subprocess.Popen[str], Path]:
+    """`gpufleet train` of the example in the background, once host 0 logged its first epoch (90 s at most)."""
     controller = subprocess.Popen(
-        [GPUFLEET, "train", "-f", str(project.stack), "--name", run, str(EXAMPLE), "--epochs", "6",
-         "--checkpoint-dir", "/checkpoints/t6-survivor"],
+        [GPUFLEET, "train", "-f", str(project.stack), "--name", run, str(EXAMPLE), "--epochs", str(epochs),
+         "--checkpoint-dir", checkpoints],
         cwd=project.folder,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
     )  # fmt: skip
     log = project.runs_folder() / run / "logs" / "node-0.log"
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and "epoch 1/6" not in (log.read_text() if log.exists() else ""):
+    while time.monotonic() < deadline and f"epoch 1/{epochs}" not in (
+        log.read_text() if log.exists() else ""
+    ):
         time.sleep(0.2)
+    return controller, log
+
+
+def test_the_run_survives_the_controller_being_killed(project: Project) -> None:
+    run = "survivor-1"
+    controller, log = _train_until_first_epoch(
+        project, run, 6, "/checkpoints/t6-survivor", subprocess.DEVNULL
+    )
     assert "epoch 1/6" in log.read_text()
     controller.send_signal(signal.SIGKILL)
     controller.wait()
@@ -252,18 +265,7 @@ def test_a_host_key_mismatch_launches_nothing_anywhere(project: Project, tmp_pat
 
 def test_sigterm_to_train_stops_the_run_on_every_host(project: Project) -> None:
     run = "terminated-1"
-    controller = subprocess.Popen(
-        [GPUFLEET, "train", "-f", str(project.stack), "--name", run, str(EXAMPLE), "--epochs", "50",
-         "--checkpoint-dir", "/checkpoints/t6-terminated"],
-        cwd=project.folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    log = project.runs_folder() / run / "logs" / "node-0.log"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and "epoch 1/50" not in (log.read_text() if log.exists() else ""):
-        time.sleep(0.2)
+    controller, _ = _train_until_first_epoch(project, run, 50, "/checkpoints/t6-terminated", subprocess.PIPE)
     controller.send_signal(signal.SIGTERM)
     _, stderr = controller.communicate(timeout=60)
     assert controller.returncode == 130, stderr
