@@ -1,7 +1,7 @@
 """ContainerSettings -> pulumi-docker ``Container`` keyword arguments. Pure: no resources.
 
 The renderer turns the same ContainerSettings into the compose service
-(templates/docker-compose.yml.j2); tests compare the two field by field.
+(gpufleet/templates/docker-compose.yml.j2); tests compare the two field by field.
 """
 
 from __future__ import annotations

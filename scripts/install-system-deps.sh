@@ -8,7 +8,11 @@ packages=(
   openssh-server openssh-client # real sshd per local host; sshd -t on rendered configs
   nftables                      # nft -c / nft -f on rendered firewalls
   iproute2                      # ip netns, veth, bridge
-  docker-compose                # docker-compose config -q on rendered compose files
+  docker-compose                # docker-compose config -q; deploys each local host's rendered compose file
+  docker.io                     # a Docker daemon per local host runs the rendered training image
+  debootstrap                   # the offline CPU stand-in base image (Debian from the apt mirror)
+  nmap                          # the outsider's port scan in the firewall tests
+  chromium chromium-driver      # a headless browser opens JupyterLab through `gpufleet jupyter`
   util-linux procps psmisc      # unshare, nsenter, pkill
   pdsh                          # the fan-out benchmark's baseline
   make

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 
 import jinja2
-
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 
 
 def yaml_quote(value: object) -> str:
@@ -20,7 +17,8 @@ def yaml_quote(value: object) -> str:
 @cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        # Package data: found the same way from a checkout and from an installed wheel.
+        loader=jinja2.PackageLoader("gpufleet", "templates"),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
