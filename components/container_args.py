@@ -15,7 +15,6 @@ import pulumi_docker as docker
 from gpufleet.derive.container import ContainerSettings
 
 MIB = 1024**2
-UNLIMITED = -1
 NVIDIA_DRIVER = "nvidia"
 
 
@@ -92,6 +91,7 @@ def container_args(
             retries=health.retries,
             start_period=f"{health.start_period_s}s",
         ),
+        "hosts": [docker.ContainerHostArgs(host=name, ip=address) for name, address in settings.extra_hosts],
         "labels": [
             docker.ContainerLabelArgs(label=key, value=value) for key, value in settings.labels.items()
         ],
@@ -101,8 +101,9 @@ def container_args(
     shm = shm_size_mib(settings)
     if shm:
         args["shm_size"] = shm
-    if settings.memlock_unlimited:
-        args["ulimits"] = [docker.ContainerUlimitArgs(name="memlock", soft=UNLIMITED, hard=UNLIMITED)]
+    if settings.memlock_bytes is not None:
+        limit = settings.memlock_bytes
+        args["ulimits"] = [docker.ContainerUlimitArgs(name="memlock", soft=limit, hard=limit)]
     if settings.cap_add:
         args["capabilities"] = docker.ContainerCapabilitiesArgs(adds=list(settings.cap_add))
     if settings.devices:

@@ -154,6 +154,9 @@ def test_container_matches_the_rendered_compose_service(stack: str) -> None:
             volume = run.named(f"{name}-nas-{share.name}-volume").inputs
             assert volume["driver"] == volumes[volume["name"]]["driver"] == "local", where
             assert volume["driverOpts"] == volumes[volume["name"]]["driver_opts"], where
+        assert sorted(f"{h['host']}:{h['ip']}" for h in container["hosts"]) == sorted(
+            service["extra_hosts"]
+        ), where
         assert "ports" not in container, f"{where}: host networking publishes no ports"
 
 
@@ -221,7 +224,7 @@ def test_authorized_keys_add_the_controller_key(stack: str) -> None:
     controller = fake_ed25519(f"{spec.name}-keys-controller")[0]
     for container in run.of_type(CONTAINER):
         uploads = {u["file"]: u["content"] for u in plain(container.inputs["uploads"])}
-        lines = uploads["/etc/gpufleet/ssh/authorized_keys"].splitlines()
+        lines = uploads["/etc/gpufleet/mounted/authorized_keys"].splitlines()
         assert lines == [*spec.ssh.authorized_keys, controller]
 
 

@@ -16,6 +16,18 @@ CONTAINER_NAME = "gpufleet-train"
 RESTART_POLICY = "unless-stopped"
 INFINIBAND_DEVICE = "/dev/infiniband"
 GIB = 1024**3
+UNLIMITED = -1
+"""A ulimit of -1: no limit."""
+IMAGE_PYTHON = "/usr/local/bin/gpufleet-python"
+"""The image's own Python (a wrapper the Dockerfile writes for the python on the base's PATH):
+what the launcher runs on container hosts, whatever PATH a session gets."""
+STAGING_DIR = "/etc/gpufleet/mounted"
+"""Where config files arrive (bind mount or upload); the entrypoint installs each from here at
+its path, owned by root with its fixed mode, whatever owner and mode the host's copy has."""
+SESSION_ENV_PREFIXES = ("NCCL_", "GLOO_", "UCX_", "FI_", "RDMAV_", "CUDA_", "NVIDIA_", "TORCH_")
+"""Variables of the container's environment that every SSH session gets too (sshd SetEnv, with
+PATH and LD_LIBRARY_PATH): a plain ``ssh host CMD`` reads no profile."""
+HEALTH_INTERVAL_S = 10
 
 
 @dataclass(frozen=True)
@@ -33,14 +45,19 @@ class ConfigFile:
     """A rendered file placed read-only in the container (sshd_config, keys)."""
 
     role: str  # file name under hosts/<name>/ in the rendered tree
-    container_path: str
+    path: str  # where sshd reads it, installed there by the entrypoint
     mode: int
+
+    @property
+    def container_path(self) -> str:
+        """Where the file is mounted or uploaded (read by the entrypoint only)."""
+        return f"{STAGING_DIR}/{self.role}"
 
 
 @dataclass(frozen=True)
 class Healthcheck:
     test: tuple[str, ...]
-    interval_s: int = 30
+    interval_s: int = HEALTH_INTERVAL_S
     timeout_s: int = 5
     retries: int = 3
     start_period_s: int = 10
@@ -54,7 +71,7 @@ class ContainerSettings:
     network_mode: str
     ipc_mode: str | None
     shm_size_bytes: int | None
-    memlock_unlimited: bool
+    memlock_bytes: int | None  # the memlock ulimit (soft = hard); UNLIMITED, or None: the daemon's default
     gpus: int  # GPUs reserved for the container; 0: none (CPU host)
     devices: tuple[str, ...]
     cap_add: tuple[str, ...]
@@ -64,6 +81,13 @@ class ContainerSettings:
     restart: str
     healthcheck: Healthcheck
     labels: dict[str, str]
+    extra_hosts: tuple[tuple[str, str], ...]
+    """(name, address) of every cluster host: with host networking and its own hostname the
+    container resolves no host name otherwise (torch's rendezvous needs them)."""
+
+    @property
+    def memlock_unlimited(self) -> bool:
+        return self.memlock_bytes == UNLIMITED
 
 
 def nas_volume(spec: ClusterSpec, share: NasShare) -> NasVolume:
@@ -99,7 +123,7 @@ def container_settings(spec: ClusterSpec, host: HostSpec, nccl: NcclEnv) -> Cont
         network_mode=box.network_mode,
         ipc_mode="host" if box.ipc_host else None,
         shm_size_bytes=None if box.ipc_host else box.shm_size_gib * GIB,
-        memlock_unlimited=box.memlock_unlimited,
+        memlock_bytes=UNLIMITED if box.memlock_unlimited else None,
         gpus=host.gpus,
         devices=(INFINIBAND_DEVICE,) if rdma else (),
         cap_add=("IPC_LOCK",) if rdma else (),
@@ -107,8 +131,15 @@ def container_settings(spec: ClusterSpec, host: HostSpec, nccl: NcclEnv) -> Cont
         volumes=tuple(nas_volume(spec, share) for share in spec.nas),
         config_files=CONFIG_FILES,
         restart=RESTART_POLICY,
-        healthcheck=Healthcheck(
-            test=("CMD-SHELL", f"bash -c '</dev/tcp/127.0.0.1/{spec.ssh.port}' || exit 1")
-        ),
+        healthcheck=healthcheck(spec.ssh.port),
         labels={"gpufleet.cluster": spec.name, "gpufleet.host": host.name},
+        extra_hosts=tuple((peer.name, peer.address) for peer in spec.hosts),
+    )
+
+
+def healthcheck(port: int) -> Healthcheck:
+    """sshd runs and listens on its port. Quiet: a TCP probe that closes before the SSH banner
+    exchange would make sshd log ``kex_exchange_identification`` at every interval."""
+    return Healthcheck(
+        test=("CMD-SHELL", f"pgrep -x sshd >/dev/null && ss -Hltn 'sport = :{port}' | grep -q .")
     )

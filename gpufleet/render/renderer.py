@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 
-from gpufleet.derive.container import ContainerSettings, container_settings
+from gpufleet.derive.container import (
+    CONFIG_FILES,
+    IMAGE_PYTHON,
+    SESSION_ENV_PREFIXES,
+    STAGING_DIR,
+    ContainerSettings,
+    container_settings,
+)
 from gpufleet.derive.firewall import PING_RATE, FirewallPlan, firewall_plan
 from gpufleet.derive.nccl import NcclEnv, nccl_env
 from gpufleet.derive.slots import host_slots
@@ -15,6 +22,11 @@ from gpufleet.render.templating import render_template
 from gpufleet.spec.models import ClusterSpec, HostSpec
 
 LOGIN_UID = 1000
+WORKSPACE = "/workspace"
+"""The container's working folder and Jupyter's root, owned by the login user."""
+EXECUTABLE = 0o755
+FILE_MODE = 0o644
+EXECUTABLES = frozenset({PurePosixPath("entrypoint.sh")})
 
 RenderedTree = dict[PurePosixPath, str]
 
@@ -64,6 +76,9 @@ def render_dockerfile(spec: ClusterSpec) -> str:
         user=spec.ssh.user,
         uid=LOGIN_UID,
         ssh_dir=CONTAINER_SSH_DIR,
+        staging_dir=STAGING_DIR,
+        workspace=WORKSPACE,
+        python=IMAGE_PYTHON,
     )
 
 
@@ -74,6 +89,10 @@ def render_entrypoint(spec: ClusterSpec) -> str:
         user=spec.ssh.user,
         ssh_port=spec.ssh.port,
         sshd_config=SSHD_CONFIG_PATH,
+        staging_dir=STAGING_DIR,
+        config_files=CONFIG_FILES,
+        session_env_prefixes=SESSION_ENV_PREFIXES,
+        workspace=WORKSPACE,
     )
 
 
@@ -82,11 +101,20 @@ def render_hostfile(spec: ClusterSpec) -> str:
     return render_template("hostfile.j2", hosts=hosts)
 
 
-def render_cluster(spec: ClusterSpec, nccl_envs: Mapping[str, NcclEnv] | None = None) -> RenderedTree:
+ContainerAdjustment = Callable[[HostSpec, ContainerSettings], ContainerSettings]
+
+
+def render_cluster(
+    spec: ClusterSpec,
+    nccl_envs: Mapping[str, NcclEnv] | None = None,
+    adjust: ContainerAdjustment | None = None,
+) -> RenderedTree:
     """Every file of the cluster, keyed by its path in the output tree.
 
     ``nccl_envs`` (host name -> env) replaces the spec-only NCCL derivation,
-    e.g. with one refined by probed host facts.
+    e.g. with one refined by probed host facts. ``adjust`` changes a host's
+    container settings before its compose file is rendered (the local
+    runtime's few differences from production; never used for production files).
     """
     plan = firewall_plan(spec)  # identical on every host: derive it once
     keys = authorized_keys(spec)
@@ -98,6 +126,8 @@ def render_cluster(spec: ClusterSpec, nccl_envs: Mapping[str, NcclEnv] | None = 
     for host in spec.hosts:
         nccl = (nccl_envs or {}).get(host.name) or nccl_env(spec, host)
         settings = container_settings(spec, host, nccl)
+        if adjust is not None:
+            settings = adjust(host, settings)
         folder = PurePosixPath("hosts", host.name)
         tree[folder / "sshd_config"] = render_sshd_config(spec, host)
         tree[folder / "authorized_keys"] = keys
@@ -107,6 +137,11 @@ def render_cluster(spec: ClusterSpec, nccl_envs: Mapping[str, NcclEnv] | None = 
     return tree
 
 
+def file_mode(relative: PurePosixPath) -> int:
+    """Fixed modes, whatever the umask: sshd refuses an authorized_keys others can write."""
+    return EXECUTABLE if relative in EXECUTABLES else FILE_MODE
+
+
 def write_tree(tree: RenderedTree, out: Path) -> list[Path]:
     """Write the tree under ``out``; files are replaced atomically, nothing else is touched."""
     written = []
@@ -114,7 +149,10 @@ def write_tree(tree: RenderedTree, out: Path) -> list[Path]:
         path = out / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(text, encoding="utf-8")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(temporary, file_mode(relative))
         os.replace(temporary, path)
         written.append(path)
     return written

@@ -99,4 +99,30 @@ def test_uploads_keep_the_file_modes() -> None:
     )
     modes = {pulumi.get(u, "file"): pulumi.get(u, "permissions") for u in args["uploads"]}
     assert modes == {f.container_path: f"{f.mode:04o}" for f in settings.config_files}
-    assert modes["/etc/gpufleet/ssh/ssh_host_ed25519_key"] == "0600"
+    assert modes["/etc/gpufleet/mounted/ssh_host_ed25519_key"] == "0600"
+
+
+def test_every_cluster_host_resolves_in_the_container() -> None:
+    settings = _settings()
+    args = container_args(
+        settings,
+        image="img",
+        config_contents=CONTENTS,
+        volume_names={v.name: v.name for v in settings.volumes},
+    )
+    hosts = {(pulumi.get(h, "host"), pulumi.get(h, "ip")) for h in args["hosts"]}
+    spec = stack_spec("example-ib")
+    assert hosts == {(h.name, h.address) for h in spec.hosts}
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(-1, -1), (8 << 20, 8 << 20)], ids=["unlimited", "capped"])
+def test_memlock_soft_and_hard(limit: int, expected: int) -> None:
+    settings = replace(_settings(), memlock_bytes=limit)
+    args = container_args(
+        settings,
+        image="img",
+        config_contents=CONTENTS,
+        volume_names={v.name: v.name for v in settings.volumes},
+    )
+    [ulimit] = args["ulimits"]
+    assert (pulumi.get(ulimit, "soft"), pulumi.get(ulimit, "hard")) == (expected, expected)

@@ -166,3 +166,29 @@ def test_templates_fail_on_a_missing_value() -> None:
 
 def test_valid_spec_renders() -> None:
     assert render_cluster(parse_spec(valid_spec()))
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022, 0o077], ids=["002", "022", "077"])
+def test_written_files_have_fixed_modes_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        write_tree(render_cluster(stack_spec("local")), tmp_path)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "entrypoint.sh").stat().st_mode & 0o777 == 0o755
+    for name in ("authorized_keys", "sshd_config", "docker-compose.yml", "nccl.env", "nftables.conf"):
+        assert (tmp_path / "hosts" / "node-0" / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_dockerfile_builds_without_buildkit_only_syntax() -> None:
+    dockerfile = render_cluster(stack_spec("local"))[PurePosixPath("Dockerfile")]
+    assert "# syntax=" not in dockerfile, "a syntax line makes BuildKit fetch a frontend image"
+    assert "--chmod" not in dockerfile and "<<" not in dockerfile, "the classic builder refuses these"
+
+
+def test_every_cluster_host_resolves_in_every_container() -> None:
+    tree = render_cluster(stack_spec("example-ib"))
+    spec = stack_spec("example-ib")
+    for host in spec.hosts:
+        compose = yaml.safe_load(tree[PurePosixPath("hosts", host.name, "docker-compose.yml")])
+        assert compose["services"]["train"]["extra_hosts"] == [f"{h.name}:{h.address}" for h in spec.hosts]
