@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gpufleet.derive.container import IMAGE_PYTHON
 from gpufleet.errors import GpufleetError
 
 INVENTORY_FILE = "inventory.json"
@@ -35,9 +36,10 @@ class InventoryHost(BaseModel):
     user: str
     host_key: str = Field(description="sshd host public key, '<type> <base64>'.")
     python: str = Field(
-        default="python3",
+        default=IMAGE_PYTHON,
         description="Interpreter the launcher runs on the host (torchrun runs as '<python> -m "
-        "torch.distributed.run'); an absolute path for local clusters.",
+        "torch.distributed.run'): the training image's own Python; the project's venv on "
+        "local hosts of the process runtime.",
     )
 
     def known_hosts_line(self) -> str:

@@ -1,8 +1,11 @@
 """`make demo`: stand up the `local` stack, preflight it, train the intent classifier on it, take it down.
 
-Needs root (network namespaces). One SSH connection per host serves every step
-(preflight, launch, watching). The run's logs, record and model are copied to
-out/demo/<run>/ before the cluster (and its NAS stand-in) is removed.
+Needs root (network namespaces, Docker daemons). The `local` stack uses the docker
+runtime: the training image is built from the rendered Dockerfile (cached after the
+first demo), and each host's own Docker daemon runs it from the rendered compose
+file. One SSH connection per host serves every step (preflight, launch, watching).
+The run's logs, record and model are copied to out/demo/<run>/; the NAS stand-in
+keeps them too (`gpufleet down --purge` removes it).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from gpufleet.inventory import state_dir  # noqa: E402
 from gpufleet.launcher.connections import HostConnections  # noqa: E402
 from gpufleet.launcher.jobs import Cluster, follow_run, log_tail, start_run  # noqa: E402
 from gpufleet.launcher.preflight import run_preflight  # noqa: E402
-from gpufleet.local import cluster_down, cluster_up  # noqa: E402
+from gpufleet.local import cluster_down, cluster_up, hostproc  # noqa: E402
 from gpufleet.spec import load_spec  # noqa: E402
 
 STACK = ROOT / "stacks" / "Pulumi.local.yaml"
@@ -37,6 +40,10 @@ console = Console()
 
 def step(message: str) -> None:
     console.print(f"[bold cyan]==>[/bold cyan] {message}", highlight=False)
+
+
+def progress(message: str) -> None:
+    console.print(f"    {message}", style="dim", highlight=False, markup=False)
 
 
 def copy_out(cluster: Cluster, run_dir: str, target: Path) -> None:
@@ -53,11 +60,10 @@ def copy_out(cluster: Cluster, run_dir: str, target: Path) -> None:
 def main() -> int:
     started = time.monotonic()
     spec = load_spec(STACK)
-    step(f"bringing up the '{spec.name}' stack: {len(spec.hosts)} hosts as network namespaces")
+    runtime = "a Docker daemon each, running the training image" if spec.local.runtime == "docker" else "venv"
+    step(f"bringing up the '{spec.name}' stack: {len(spec.hosts)} hosts as network namespaces, {runtime}")
     try:
-        inventory = cluster_up(
-            spec, ROOT, progress=lambda message: console.print(f"    {message}", style="dim")
-        )
+        inventory = cluster_up(spec, ROOT, progress=progress)
     except GpufleetError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         with contextlib.suppress(GpufleetError):  # up rolls back itself; this is belt and braces
@@ -111,6 +117,10 @@ def main() -> int:
     shown = target.relative_to(ROOT)
     console.print(
         f"copied here: {shown}/logs/, {shown}/run.json, {shown}/intent_classifier.ts", highlight=False
+    )
+    nas = hostproc.nas_root(state_dir(ROOT, spec.name)).relative_to(ROOT)
+    console.print(
+        f"the NAS stand-in keeps them too: {nas}/ (gpufleet down --purge removes it)", highlight=False
     )
     console.print(f"demo finished in {time.monotonic() - started:.0f} s", highlight=False)
     return 0 if accuracy is not None else 1

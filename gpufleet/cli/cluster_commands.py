@@ -54,11 +54,20 @@ def up(stack: StackOption = None, file: FileOption = None) -> None:
     console.print(f"remove: gpufleet down {selector}", highlight=False, soft_wrap=True)
 
 
-def down(stack: StackOption = None, file: FileOption = None) -> None:
-    """Remove a local cluster: processes, namespaces, links, firewall tables, state. Exit 0 if not up."""
+PurgeOption = Annotated[
+    bool,
+    typer.Option(
+        "--purge", help="Also delete the NAS stand-ins: every run's logs and checkpoints. Kept otherwise."
+    ),
+]
+
+
+def down(stack: StackOption = None, file: FileOption = None, purge: PurgeOption = False) -> None:
+    """Remove a local cluster: processes, daemons, namespaces, links, firewall tables, state. The NAS
+    data (checkpoints, run logs) and the image cache stay, unless --purge. Exit 0 if not up."""
     _, spec = load_cli_spec(stack, file, quiet=True)
     messages: list[str] = []
-    cluster_down(spec, find_project_root(), progress=messages.append)
+    cluster_down(spec, find_project_root(), progress=messages.append, purge=purge)
     console.print(messages[-1] if messages and "not up" in messages[-1] else f"cluster {spec.name} is down")
 
 

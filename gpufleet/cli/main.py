@@ -6,7 +6,14 @@ import sys
 
 import typer
 
-from gpufleet.cli import cluster_commands, hardware_commands, launch_commands, pulumi_commands, spec_commands
+from gpufleet.cli import (
+    cluster_commands,
+    hardware_commands,
+    jupyter_command,
+    launch_commands,
+    pulumi_commands,
+    spec_commands,
+)
 from gpufleet.cli.common import err_console
 from gpufleet.errors import GpufleetError, SpecError
 
@@ -23,6 +30,7 @@ app.command()(pulumi_commands.inventory)
 app.command()(cluster_commands.up)
 app.command()(cluster_commands.down)
 app.command()(cluster_commands.ssh)
+app.command()(jupyter_command.jupyter)
 app.command()(hardware_commands.probe)
 app.command()(hardware_commands.lint)
 app.command()(launch_commands.preflight)

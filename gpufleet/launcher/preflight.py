@@ -197,6 +197,13 @@ def check_memlock(spec: ClusterSpec, facts: HostFacts | None) -> Check:
     text = "unlimited" if soft == "unlimited" else _size(soft)
     if spec.network.is_rdma and soft != "unlimited":
         return Check("fail", text, "RDMA pins memory: set ulimit -l unlimited (container.memlock_unlimited)")
+    if spec.container.memlock_unlimited and soft != "unlimited":
+        return Check(
+            "warn",
+            text,
+            "container.memlock_unlimited asks for unlimited, but this host caps memlock (a local "
+            "cluster on a machine without CAP_SYS_RESOURCE); RDMA would fail here",
+        )
     return Check("ok", text)
 
 

@@ -20,15 +20,17 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from gpufleet.derive.sshd import CONTAINER_SSH_DIR, HOST_KEY_PATH, SSHD_CONFIG_PATH
+from gpufleet.derive.sshd import AUTHORIZED_KEYS_PATH, HOST_KEY_PATH, SSHD_CONFIG_PATH
 from gpufleet.local.accounts import LoginAccount, hosts_file, with_account
 from gpufleet.local.keys import KeyPair
 from gpufleet.spec.models import ClusterSpec, HostSpec
 
 SSHD = "/usr/sbin/sshd"
 HOSTS_DIR = "hosts"
-NAS_DIR = "nas"
+NAS_DIR = "_nas"
 SSHD_LOG = "sshd.log"
+DOCKERD_LOG = "dockerd.log"
+NETNS_DIR = Path("/run/netns")
 # sshd's privilege-separation chroot.
 PRIVSEP_DIR = Path("/run/sshd")
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
@@ -62,6 +64,15 @@ class HostPaths:
     def log(self) -> Path:
         return self.root / SSHD_LOG
 
+    @property
+    def dockerd_log(self) -> Path:
+        return self.root / DOCKERD_LOG
+
+    @property
+    def cgroup_stash(self) -> Path:
+        """An empty folder the start script parks the cgroup tree on while it mounts /sys."""
+        return self.root / "cgroup"
+
     def in_etc(self, absolute: str) -> Path:
         """Where a file under /etc on the host lives in the overlay's upper folder."""
         assert absolute.startswith("/etc/")
@@ -88,7 +99,14 @@ def host_paths(state: Path, host: str) -> HostPaths:
 
 
 def nas_source(state: Path, share: str) -> Path:
-    return state / NAS_DIR / share
+    """A share's stand-in folder. Beside the state folder, not in it: `down` removes the
+    state folder, but the NAS data (checkpoints, run logs) is the user's (`down --purge`)."""
+    return nas_root(state) / share
+
+
+def nas_root(state: Path) -> Path:
+    """``<project>/.gpufleet/_nas/<cluster>``: '_' is never in a cluster name, so no clash."""
+    return state.parent / NAS_DIR / state.name
 
 
 def start_script(spec: ClusterSpec, host: HostSpec, paths: HostPaths, state: Path) -> str:
@@ -114,9 +132,48 @@ def start_script(spec: ClusterSpec, host: HostSpec, paths: HostPaths, state: Pat
     return "\n".join(lines) + "\n"
 
 
+def docker_start_script(
+    spec: ClusterSpec, host: HostSpec, paths: HostPaths, dockerd: list[str], sshd_config: str
+) -> str:
+    """A docker-runtime host: its firewall, its own Docker daemon and its own login sshd.
+
+    Entered with ``nsenter --net`` (not ``ip netns exec``, whose fresh /sys hides the cgroup
+    hierarchies dockerd needs): the script mounts the namespace's own sysfs (so /sys/class/net
+    shows the host's interfaces) with the machine's cgroup tree bound back into it. dockerd
+    shares the host's mount namespace, so its containers' overlays and bind mounts vanish
+    with the host, and it sees the host's private /etc and /home as a real host's daemon does.
+    """
+    q = shlex.quote
+    overlay = f"lowerdir=/etc,upperdir={paths.etc},workdir={paths.etc_work}"
+    cgroups = q(str(paths.cgroup_stash))
+    lines = [
+        f"nft -f {q(str(paths.nftables))}",
+        f"mount -t overlay gpufleet-etc -o {q(overlay)} /etc",
+        f"mount --bind {q(str(paths.home))} /home",
+        f"mount --rbind /sys/fs/cgroup {cgroups}",
+        "mount -t sysfs gpufleet-sys /sys",
+        f"mount --rbind {cgroups} /sys/fs/cgroup",
+        f"umount -l {cgroups}",
+        "ip link set lo up",
+        f"hostname {q(host.name)}",
+        "ulimit -l unlimited 2>/dev/null || :",
+        f"{' '.join(q(arg) for arg in dockerd)} >>{q(str(paths.dockerd_log))} 2>&1 &",
+        f"exec {SSHD} -D -e -f {q(sshd_config)}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def start_argv(namespace: str, script: str) -> list[str]:
     return [
         "ip", "netns", "exec", namespace,
+        "unshare", "--mount", "--uts", "--propagation", "private",
+        "sh", "-ec", script,
+    ]  # fmt: skip
+
+
+def docker_start_argv(namespace: str, script: str) -> list[str]:
+    return [
+        "nsenter", f"--net={NETNS_DIR / namespace}",
         "unshare", "--mount", "--uts", "--propagation", "private",
         "sh", "-ec", script,
     ]  # fmt: skip
@@ -138,6 +195,19 @@ def _write_mode(path: Path, text: str, mode: int) -> None:
     os.chmod(path, mode)
 
 
+@dataclass(frozen=True)
+class LoginFiles:
+    """Where a host's login sshd finds its config, authorized_keys and host key (under /etc)."""
+
+    sshd_config: str
+    authorized_keys: str
+    host_key: str
+
+
+CONTAINER_LOGIN = LoginFiles(SSHD_CONFIG_PATH, AUTHORIZED_KEYS_PATH, HOST_KEY_PATH)
+"""The process runtime's hosts log in as the container would: its rendered files, its paths."""
+
+
 def prepare_host(
     spec: ClusterSpec,
     host: HostSpec,
@@ -146,9 +216,10 @@ def prepare_host(
     host_key: KeyPair,
     account: LoginAccount,
     system: tuple[str, str, str],
+    login: LoginFiles = CONTAINER_LOGIN,
 ) -> None:
     """Write the host's folder. ``rendered`` maps file name -> text for this host."""
-    ssh_dir = paths.in_etc(CONTAINER_SSH_DIR)
+    ssh_dir = paths.in_etc(str(PurePosixPath(login.sshd_config).parent))
     ssh_dir.mkdir(parents=True, mode=0o755)
     # The overlay's upper folder lends its mode to the host's /etc: copy the real one
     # (a umask of 077 would otherwise hide /etc/passwd from the login user).
@@ -156,9 +227,10 @@ def prepare_host(
     for folder in (paths.etc / "gpufleet", ssh_dir):
         os.chmod(folder, 0o755)  # noqa: S103 - StrictModes: no group/world-writable dir on the key path
     paths.etc_work.mkdir(mode=0o700)
-    _write_mode(ssh_dir / "sshd_config", rendered["sshd_config"], 0o644)
-    _write_mode(ssh_dir / "authorized_keys", rendered["authorized_keys"], 0o644)
-    key_path = paths.in_etc(HOST_KEY_PATH)
+    paths.cgroup_stash.mkdir(mode=0o700)
+    _write_mode(paths.in_etc(login.sshd_config), rendered["sshd_config"], 0o644)
+    _write_mode(paths.in_etc(login.authorized_keys), rendered["authorized_keys"], 0o644)
+    key_path = paths.in_etc(login.host_key)
     _write_mode(key_path, host_key.private_openssh, 0o600)
     _write_mode(key_path.with_name(key_path.name + ".pub"), host_key.public_line(host.name) + "\n", 0o644)
     passwd, group, shadow = with_account(*system, account)
@@ -189,17 +261,23 @@ def _make_dirs(base: Path, relative: PurePosixPath) -> None:
             os.chmod(folder, 0o755)  # noqa: S103 - a mount point, as on any machine
 
 
-def start_host(namespace: str, script: str, log: Path) -> int:
-    """Start the host's sshd in its own session; returns its pid (= process group id)."""
+def start_host(
+    namespace: str, script: str, log: Path, argv: list[str] | None = None, keep_fds: tuple[int, ...] = ()
+) -> int:
+    """Start the host's sshd in its own session; returns its pid (= process group id).
+
+    ``keep_fds`` stay open in the host's processes (a lease lock its dockerd holds).
+    """
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            start_argv(namespace, script),
+            argv or start_argv(namespace, script),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            pass_fds=keep_fds,
             env=_ENV,
         )
     _started[process.pid] = process

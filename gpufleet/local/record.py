@@ -5,12 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gpufleet.spec.models import ClusterSpec
 
 RECORD_FILE = "local.json"
+
+
+class HostDaemon(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_root: str
+    """Leased from the image cache; kept by `down` (it holds the loaded images)."""
+    run_dir: str
+    """Socket, exec-root and pidfile; removed by `down`."""
+    cgroup_parent: str
 
 
 class LocalRecord(BaseModel):
@@ -25,6 +36,9 @@ class LocalRecord(BaseModel):
     """Host name -> pid of its sshd (also its process group id)."""
     created_dirs: list[str] = []
     """NAS mount points `up` had to create on this machine, parents first."""
+    runtime: Literal["process", "docker"] = "process"
+    daemons: dict[str, HostDaemon] = {}
+    """Host name -> its Docker daemon (docker runtime)."""
 
 
 def spec_fingerprint(spec: ClusterSpec) -> str:

@@ -378,6 +378,17 @@ class ContainerSpec(SpecModel):
     )
 
 
+class LocalSpec(SpecModel):
+    """How `gpufleet up` runs the hosts of a ``provisioner: local`` stack on this machine."""
+
+    runtime: Literal["docker", "process"] = Field(
+        default="docker",
+        description="docker: each host runs its own Docker daemon with the rendered training image "
+        "and compose file, as production does (minus GPUs and NFS); process: the hosts run the "
+        "project's venv directly (fast, for tests that need no container).",
+    )
+
+
 class HostSpec(SpecModel):
     """One GPU host."""
 
@@ -487,6 +498,7 @@ class ClusterSpec(SpecModel):
     jupyter: JupyterSpec = Field(default_factory=JupyterSpec)
     container: ContainerSpec = Field(default_factory=ContainerSpec)
     runner: RunnerSpec = Field(default_factory=RunnerSpec)
+    local: LocalSpec = Field(default_factory=LocalSpec)
     hosts: list[HostSpec] = Field(min_length=1, description="The hosts; hosts[0] runs rendezvous.")
 
     @field_validator("nccl", mode="before")
@@ -505,6 +517,15 @@ class ClusterSpec(SpecModel):
                 "cluster_rules",
                 "{summary}",
                 {"issues": tuple(issues), "summary": "; ".join(f"{p}: {m}" for p, m in issues)},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_local_only_for_local(self) -> ClusterSpec:
+        if "local" in self.model_fields_set and self.provisioner != "local":
+            raise PydanticCustomError(
+                "local_key",
+                "local: applies only to provisioner: local stacks; remove it or set provisioner: local",
             )
         return self
 

@@ -13,6 +13,7 @@ Octets taken so far (grep for a free one before adding a module): 221-232,
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,16 +24,20 @@ import yaml
 from gpufleet.inventory import Inventory
 from gpufleet.local import cluster_down, cluster_up
 from gpufleet.local.keys import generate_ed25519
+from gpufleet.local.names import BRIDGE, lan_namespace
 from gpufleet.spec import ClusterSpec, load_spec
 
 USER_KEY_FILE = "user_key"
 
 
-def cluster_config(name: str, subnet_octet: int, hosts: int, nproc: int, nas: bool, user_key: str) -> Any:
+def cluster_config(
+    name: str, subnet_octet: int, hosts: int, nproc: int, nas: bool, user_key: str, runtime: str = "process"
+) -> Any:
     net = f"10.{subnet_octet}.0"
     config: dict[str, Any] = {
         "name": name,
         "provisioner": "local",
+        "local": {"runtime": runtime},
         "image": {"name": "registry.example.com/ml/test-train"},
         "ssh": {"authorized_keys": [user_key], "admin_cidrs": [f"{net}.1/32"]},
         "network": {"cluster_cidr": f"{net}.0/24", "fabric": "ethernet"},
@@ -69,18 +74,49 @@ def write_stack(folder: Path, config: Any) -> Path:
 
 @contextmanager
 def local_cluster(
-    tmp_path: Path, name: str, subnet_octet: int, hosts: int = 2, nproc: int = 2, nas: bool = True
+    tmp_path: Path,
+    name: str,
+    subnet_octet: int,
+    hosts: int = 2,
+    nproc: int = 2,
+    nas: bool = True,
+    runtime: str = "process",
+    **extra: Any,
 ) -> Iterator[tuple[ClusterSpec, Inventory, Path]]:
     user = generate_ed25519()
     key_path = tmp_path / USER_KEY_FILE
     key_path.write_text(user.private_openssh)
     key_path.chmod(0o600)
-    stack = write_stack(
-        tmp_path, cluster_config(name, subnet_octet, hosts, nproc, nas, user.public_line("test-user"))
-    )
+    config = cluster_config(name, subnet_octet, hosts, nproc, nas, user.public_line("test-user"), runtime)
+    stack = write_stack(tmp_path, {**config, **extra})
     spec = load_spec(stack)
     try:
         inventory = cluster_up(spec, tmp_path)
         yield spec, inventory, stack
     finally:
         cluster_down(spec, tmp_path)
+
+
+@contextmanager
+def lan_stranger(cluster: str, address: str, prefixlen: int, port: str) -> Iterator[str]:
+    """A namespace on the cluster's LAN with ``address`` (inside cluster_cidr, not admin): an outsider.
+
+    ``port`` names its veth's LAN end (at most 15 characters, unique on the machine).
+    """
+    name = f"gpufleet-{cluster}-stranger"
+    lan = lan_namespace(cluster)
+    batch = [
+        ["ip", "netns", "add", name],
+        ["ip", "link", "add", "eth0", "netns", name, "type", "veth", "peer", "name", port, "netns", lan],
+        ["ip", "-n", lan, "link", "set", port, "master", BRIDGE],
+        ["ip", "-n", lan, "link", "set", port, "up"],
+        ["ip", "-n", name, "addr", "add", f"{address}/{prefixlen}", "dev", "eth0"],
+        ["ip", "-n", name, "link", "set", "eth0", "up"],
+        ["ip", "-n", name, "link", "set", "lo", "up"],
+    ]
+    try:
+        for argv in batch:
+            subprocess.run(argv, check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)

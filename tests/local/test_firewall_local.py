@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 from gpufleet.inventory import Inventory
-from gpufleet.local.names import BRIDGE, host_namespace, lan_namespace
+from gpufleet.local.names import host_namespace
 from gpufleet.spec import ClusterSpec
 from tests.conftest import needs_root
-from tests.local.cluster import local_cluster
+from tests.local.cluster import lan_stranger, local_cluster
 
 pytestmark = [needs_root("ip", "sshd", "nft", "unshare"), pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -84,24 +84,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClusterS
 
 @pytest.fixture(scope="module")
 def intruder(cluster: tuple[ClusterSpec, Inventory]) -> Iterator[str]:
-    name = f"gpufleet-{CLUSTER}-intruder"
-    lan = lan_namespace(CLUSTER)
-    port = "gftintr229"
-    batch = [
-        ["ip", "netns", "add", name],
-        ["ip", "link", "add", "eth0", "netns", name, "type", "veth", "peer", "name", port, "netns", lan],
-        ["ip", "-n", lan, "link", "set", port, "master", BRIDGE],
-        ["ip", "-n", lan, "link", "set", port, "up"],
-        ["ip", "-n", name, "addr", "add", f"{INTRUDER_ADDRESS}/24", "dev", "eth0"],
-        ["ip", "-n", name, "link", "set", "eth0", "up"],
-        ["ip", "-n", name, "link", "set", "lo", "up"],
-    ]
-    try:
-        for argv in batch:
-            subprocess.run(argv, check=True)
+    with lan_stranger(CLUSTER, INTRUDER_ADDRESS, 24, "gftintr229") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.fixture(scope="module")

@@ -32,10 +32,11 @@ def test_etc_is_overlaid_with_the_hosts_folder() -> None:
 
 
 def test_nas_shares_are_bind_mounted_and_read_only_ones_remounted() -> None:
-    lines = _script()
-    assert "mount --bind /state/nas/data /data" in lines
+    lines = _script(Path("/project/.gpufleet/local"))
+    # Beside the state folder, not in it: down removes the state folder, never the NAS data.
+    assert "mount --bind /project/.gpufleet/_nas/local/data /data" in lines
     assert "mount -o remount,bind,ro /data" in lines
-    assert "mount --bind /state/nas/checkpoints /checkpoints" in lines
+    assert "mount --bind /project/.gpufleet/_nas/local/checkpoints /checkpoints" in lines
     assert "mount -o remount,bind,ro /checkpoints" not in lines
 
 

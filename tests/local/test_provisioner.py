@@ -11,7 +11,7 @@ import pytest
 
 from gpufleet.errors import GpufleetError
 from gpufleet.inventory import state_dir
-from gpufleet.local import cluster_down, cluster_is_up, cluster_up, hostproc, netns, provisioner
+from gpufleet.local import build, cluster_down, cluster_is_up, cluster_up, hostproc, netns
 from gpufleet.local.names import controller_link, host_namespace
 from gpufleet.local.record import RECORD_FILE
 from gpufleet.spec import load_spec, parse_spec
@@ -108,7 +108,7 @@ def test_a_failure_midway_rolls_everything_back(tmp_path: Path, monkeypatch: pyt
         seen["started"] = list(hostproc._started)
         raise GpufleetError("injected failure after the hosts started")
 
-    monkeypatch.setattr(provisioner.logins, "verify_all", fail)
+    monkeypatch.setattr(build.logins, "verify_all", fail)
     with pytest.raises(GpufleetError, match="injected failure"):
         cluster_up(spec, tmp_path)
     assert len(seen["namespaces"]) == 3 and seen["state"]  # type: ignore[arg-type]
@@ -155,9 +155,7 @@ def test_a_host_that_fails_to_start_is_reported_with_its_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = load_spec(write_stack(tmp_path, cluster_config("lt-nostart", 232, 2, 1, False, KEY)))
-    monkeypatch.setattr(
-        provisioner.hostproc, "start_script", lambda *args: "echo sshd-cannot-start >&2; exit 3\n"
-    )
+    monkeypatch.setattr(build.hostproc, "start_script", lambda *args: "echo sshd-cannot-start >&2; exit 3\n")
     with pytest.raises(GpufleetError, match=r"(?s)exited before accepting connections.*sshd-cannot-start"):
         cluster_up(spec, tmp_path, login_timeout=5)
     assert _namespaces(spec.name) == []
