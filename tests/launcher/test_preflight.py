@@ -165,7 +165,9 @@ def test_memlock_must_be_unlimited_on_rdma_only() -> None:
     spec = stack_spec("local")
     # The spec asks for unlimited, the host caps it (a sandbox without CAP_SYS_RESOURCE): a warning.
     assert check_memlock(spec, facts()).status == "warn"
-    not_asked = spec.model_copy(update={"container": spec.container.model_copy(update={"memlock_unlimited": False})})
+    not_asked = spec.model_copy(
+        update={"container": spec.container.model_copy(update={"memlock_unlimited": False})}
+    )
     assert check_memlock(not_asked, facts()).status == "ok"
     assert check_memlock(_fabric(spec, "infiniband"), facts()).status == "fail"
     unlimited = facts(memlock={"soft": "unlimited", "hard": "unlimited"})

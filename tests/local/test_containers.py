@@ -65,7 +65,9 @@ def _key(spec: ClusterSpec, stack: Path) -> paramiko.PKey:
     return paramiko.Ed25519Key.from_private_key(io.StringIO(text))
 
 
-def _ssh(stack: Path, spec: ClusterSpec, host: InventoryHost, command: str) -> subprocess.CompletedProcess[str]:
+def _ssh(
+    stack: Path, spec: ClusterSpec, host: InventoryHost, command: str
+) -> subprocess.CompletedProcess[str]:
     """A plain, non-interactive ``ssh host CMD`` with the system client: no profile is read."""
     argv = ssh_argv(host, state_dir(stack.parent, spec.name), [command])
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
@@ -114,7 +116,9 @@ def test_the_pinned_host_key_is_the_containers(cluster: tuple[ClusterSpec, Inven
         pytest.param('/usr/local/bin/gpufleet-python -c "import torch"', id="inventory-python"),
     ],
 )
-def test_plain_ssh_sessions_get_the_images_path(cluster: tuple[ClusterSpec, Inventory, Path], command: str) -> None:
+def test_plain_ssh_sessions_get_the_images_path(
+    cluster: tuple[ClusterSpec, Inventory, Path], command: str
+) -> None:
     spec, inventory, stack = cluster
     result = _ssh(stack, spec, inventory.hosts[1], command)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -134,7 +138,9 @@ def test_the_hosts_nccl_env_is_in_the_session(cluster: tuple[ClusterSpec, Invent
         expected = inventory.nccl_env[host.name]
         assert expected, "the local stack has an NCCL env"
         names = " ".join(shlex.quote(name) for name in expected)
-        result = _ssh(stack, spec, host, f"for n in {names}; do printf '%s=%s\\n' \"$n\" \"$(printenv $n)\"; done")
+        result = _ssh(
+            stack, spec, host, f'for n in {names}; do printf \'%s=%s\\n\' "$n" "$(printenv $n)"; done'
+        )
         got = dict(line.split("=", 1) for line in result.stdout.splitlines())
         assert got == expected, host.name
 
@@ -211,13 +217,13 @@ def test_jupyterlab_opens_in_a_browser_through_gpufleet_jupyter(
             url = found.group(1) if found else ""
         assert url.startswith(f"http://127.0.0.1:{port}/lab?token="), url
         assert CHROMIUM is not None
+        browser = [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=20000", "--dump-dom", url,
+        ]  # fmt: skip
         dom = subprocess.run(
-            [
-                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=20000",
-                "--dump-dom", url,
-            ],  # fmt: skip
+            browser,
             capture_output=True,
             text=True,
             timeout=180,
