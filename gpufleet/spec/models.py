@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from gpufleet.errors import shown
 from gpufleet.spec.keys import check_public_key_line
 
 # --- reusable field types -------------------------------------------------------------
@@ -49,7 +50,7 @@ _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 def _dns_label(value: str) -> str:
     if not _NAME_RE.match(value):
         raise ValueError(
-            f"{value!r} is not a valid name: use 1-63 lowercase letters, digits and '-', "
+            f"{shown(value)} is not a valid name: use 1-63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit (it becomes a hostname)"
         )
     return value
@@ -63,7 +64,7 @@ _CLUSTER_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$")
 def _cluster_name(value: str) -> str:
     if not _CLUSTER_NAME_RE.match(value):
         raise ValueError(
-            f"{value!r} is not a valid cluster name: use 2-24 lowercase letters, digits "
+            f"{shown(value)} is not a valid cluster name: use 2-24 lowercase letters, digits "
             "and '-', starting with a letter (it prefixes resource and namespace names)"
         )
     return value
@@ -81,7 +82,7 @@ def _login_user(value: str) -> str:
             "the container runs sshd as root and drops to this user"
         )
     if not _USER_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid POSIX user name (e.g. 'trainer')")
+        raise ValueError(f"{shown(value)} is not a valid POSIX user name (e.g. 'trainer')")
     return value
 
 
@@ -93,7 +94,7 @@ def _ip_address(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
-        raise ValueError(f"{value!r} is not an IP address (e.g. 10.10.0.11)") from None
+        raise ValueError(f"{shown(value)} is not an IP address (e.g. 10.10.0.11)") from None
 
 
 IpAddress = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_ip_address)]
@@ -103,12 +104,12 @@ def _cidr(value: str) -> str:
     try:
         network = ipaddress.ip_network(value, strict=False)
     except ValueError:
-        raise ValueError(f"{value!r} is not a CIDR network (e.g. 10.10.0.0/16)") from None
+        raise ValueError(f"{shown(value)} is not a CIDR network (e.g. 10.10.0.0/16)") from None
     if str(network) != value and "/" not in value:
         # A bare address is accepted as a single-host network.
         return str(network)
     if str(network) != value:
-        raise ValueError(f"{value!r} has host bits set; did you mean {network}? (write the network address)")
+        raise ValueError(f"{shown(value)} has host bits set; did you mean {network}? (write the network address)")
     return value
 
 
@@ -117,10 +118,10 @@ Cidr = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_cidr)]
 
 def _absolute_path(value: str) -> str:
     if not value.startswith("/"):
-        raise ValueError(f"{value!r} is not an absolute path (e.g. /data)")
+        raise ValueError(f"{shown(value)} is not an absolute path (e.g. /data)")
     normal = posixpath.normpath(value)
     if normal != value or value == "/":
-        raise ValueError(f"{value!r} is not a clean absolute path below / (e.g. /data)")
+        raise ValueError(f"{shown(value)} is not a clean absolute path below / (e.g. /data)")
     return value
 
 
@@ -152,7 +153,7 @@ _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 def _hca_name(value: str) -> str:
     if not _HCA_RE.match(value):
-        raise ValueError(f"{value!r} is not an HCA name (e.g. mlx5_0 or mlx5_0:1)")
+        raise ValueError(f"{shown(value)} is not an HCA name (e.g. mlx5_0 or mlx5_0:1)")
     return value
 
 
@@ -161,7 +162,7 @@ HcaName = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_hca_
 
 def _ifname(value: str) -> str:
     if not _IFNAME_RE.match(value):
-        raise ValueError(f"{value!r} is not a network interface name (e.g. eth0, ens1f0)")
+        raise ValueError(f"{shown(value)} is not a network interface name (e.g. eth0, ens1f0)")
     return value
 
 
@@ -202,7 +203,7 @@ class ImageSpec(SpecModel):
         if "@" in value:
             raise ValueError("put the digest in image.digest, not in image.name")
         if not _IMAGE_RE.match(value):
-            raise ValueError(f"{value!r} is not an image reference (e.g. registry/ml/train)")
+            raise ValueError(f"{shown(value)} is not an image reference (e.g. registry/ml/train)")
         return value
 
     @field_validator("digest")
@@ -318,7 +319,7 @@ class NasShare(SpecModel):
     @classmethod
     def _check_server(cls, value: str) -> str:
         if not re.match(r"^[A-Za-z0-9.:-]+$", value):
-            raise ValueError(f"{value!r} is not an NFS server address or hostname")
+            raise ValueError(f"{shown(value)} is not an NFS server address or hostname")
         return value
 
     @field_validator("options")
@@ -326,9 +327,9 @@ class NasShare(SpecModel):
     def _check_options(cls, options: list[str]) -> list[str]:
         for option in options:
             if "," in option or " " in option or not option:
-                raise ValueError(f"{option!r}: give one NFS option per list item")
+                raise ValueError(f"{shown(option)}: give one NFS option per list item")
             if option.split("=", 1)[0] in ("addr", "ro", "rw"):
-                raise ValueError(f"{option!r} is derived from server/read_only; remove it")
+                raise ValueError(f"{shown(option)} is derived from server/read_only; remove it")
         return options
 
 
@@ -349,8 +350,8 @@ class TrainingSpec(SpecModel):
             return value
         raise PydanticCustomError(
             "nproc",
-            "must be 'auto' or a whole number from 1 to 1024, not {value!r}",
-            {"value": value},
+            "must be 'auto' or a whole number from 1 to 1024, not {value}",
+            {"value": shown(value)},
         )
 
 
@@ -419,7 +420,7 @@ class HostSpec(SpecModel):
     @classmethod
     def _check_ssh_address(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^[A-Za-z0-9.:-]+$", value):
-            raise ValueError(f"{value!r} is not an address or hostname")
+            raise ValueError(f"{shown(value)} is not an address or hostname")
         return value
 
     @field_validator("docker_ssh")
@@ -429,7 +430,7 @@ class HostSpec(SpecModel):
             return value
         match = _DOCKER_SSH_RE.match(value)
         if not match or (match["port"] and not 1 <= int(match["port"]) <= 65535):
-            raise ValueError(f"{value!r} is not user@host[:port] (e.g. admin@10.0.0.11:22)")
+            raise ValueError(f"{shown(value)} is not user@host[:port] (e.g. admin@10.0.0.11:22)")
         return value
 
     @property
@@ -457,7 +458,7 @@ class RunnerSpec(SpecModel):
             )
         if not (value.startswith("/") or value.startswith("~/")) or any(c.isspace() for c in value):
             raise ValueError(
-                f"{value!r} is not an absolute or ~/ path without spaces (e.g. ~/.ssh/id_ed25519)"
+                f"{shown(value)} is not an absolute or ~/ path without spaces (e.g. ~/.ssh/id_ed25519)"
             )
         return value
 

@@ -64,9 +64,9 @@ def test_stack_name_and_missing_file_are_clear_errors(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     code, _, err = run_main(["validate", "-f", str(tmp_path / "missing.yaml")], capsys)
-    assert code == 1 and "no such file" in err
+    assert code == 2 and "no such file" in err
     code, _, err = run_main(["validate", "--stack", "local", "-f", str(tmp_path / "x.yaml")], capsys)
-    assert code == 1 and "exactly one" in err
+    assert code == 2 and "exactly one" in err
 
 
 def test_render_writes_the_tree(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
