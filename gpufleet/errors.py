@@ -70,5 +70,7 @@ class SpecError(InputError):
         lines = [issue.format(self.source) for issue in self.issues[:limit]]
         rest = len(self.issues) - limit
         if rest > 0:
-            lines.append(f"{self.source}: cluster: and {rest:,} more problems (fix these first, then validate again)")
+            lines.append(
+                f"{self.source}: cluster: and {rest:,} more problems (fix these first, then validate again)"
+            )
         return lines

@@ -109,7 +109,9 @@ def _cidr(value: str) -> str:
         # A bare address is accepted as a single-host network.
         return str(network)
     if str(network) != value:
-        raise ValueError(f"{shown(value)} has host bits set; did you mean {network}? (write the network address)")
+        raise ValueError(
+            f"{shown(value)} has host bits set; did you mean {network}? (write the network address)"
+        )
     return value
 
 

@@ -215,8 +215,7 @@ class _Builder:
     def alias(self, event: Any) -> None:
         if event.anchor in self.open_anchors:
             raise YamlProblem(
-                f"{_where(event)}: the alias *{_plain(event.anchor)} refers to a collection that "
-                "contains it"
+                f"{_where(event)}: the alias *{_plain(event.anchor)} refers to a collection that contains it"
             )
         if event.anchor not in self.anchors:
             raise YamlProblem(f"{_where(event)}: the alias *{_plain(event.anchor)} has no anchor before it")

@@ -30,7 +30,9 @@ def test_accepted(line: str) -> None:
         pytest.param("ssh-ed25519 " + RSA_3072.split()[1], "is a 'ssh-rsa' key", id="type-mismatch"),
         pytest.param("ssh-rsa " + RSA_3072.split()[1][:40], "truncated", id="truncated-rsa"),
         pytest.param('from="10.0.0.1" ' + ED25519, "unknown key type", id="options-prefix"),
-        pytest.param("sk-ssh-ed25519@openssh.com " + ED25519.split()[1], "is a 'ssh-ed25519' key", id="sk-mismatch"),
+        pytest.param(
+            "sk-ssh-ed25519@openssh.com " + ED25519.split()[1], "is a 'ssh-ed25519' key", id="sk-mismatch"
+        ),
         pytest.param("ssh-ed25519 " + ED25519.split()[1][:-8], "truncated", id="truncated-ed25519"),
     ],
 )
