@@ -70,7 +70,7 @@ def check_public_key_line(line: str) -> str | None:
             f"(accepted: {', '.join(sorted(ACCEPTED_KEY_TYPES))})"
         )
     try:
-        base64.b64decode(encoded, validate=True)
+        blob = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         return f"the {key_type} key data is not valid base64 key material"
     key = _load(key_type, encoded)
@@ -78,7 +78,9 @@ def check_public_key_line(line: str) -> str | None:
         actual = _actual_type(encoded)
         if actual is not None:
             return f"the key data is a {actual!r} key, not {key_type}"
-        return f"the {key_type} key data is truncated or damaged: paste the whole line of the .pub file"
+        if blob.startswith(len(key_type).to_bytes(4, "big") + key_type.encode()):
+            return f"the {key_type} key data is truncated or damaged: paste the whole line of the .pub file"
+        return f"the {key_type} key data is not valid base64 key material"
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         return (
             f"RSA key of {key.key_size} bits is too weak (minimum {MIN_RSA_BITS}); "
