@@ -28,7 +28,7 @@ def test_probe_root_prints_the_facts(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_probe_missing_root_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_main(["probe", "--root", str(tmp_path / "nope")], capsys)
-    assert (code, out) == (1, "")
+    assert (code, out) == (2, "")
     assert err.startswith("error: --root") and "no such directory" in err
 
 
@@ -40,7 +40,7 @@ def test_lint_clean_spec_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 def test_lint_with_facts_exits_1_on_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = facts_dir(tmp_path, {"vm-0": "cloud-vm", "vm-1": "cloud-vm"})
     code, out, _ = run_main(["lint", "--stack", "example-ethernet", "--facts", str(folder)], capsys)
-    assert code == 2
+    assert code == 1
     assert "shm-small" in out and "memlock-limited" in out
     # vm-1 borrows vm-0's recording, so its address is on no interface: a derivation warning.
     assert "nccl-derivation" in out
