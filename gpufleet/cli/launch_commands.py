@@ -65,7 +65,7 @@ def preflight(stack: StackOption = None, file: FileOption = None) -> None:
         report = run_preflight(cluster)
     console.print(report.table())
     for line in report.details():
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
+        console.print(line, highlight=False, markup=False)  # wrapped between words
     if report.failed:
         raise GpufleetError(
             f"preflight failed on {', '.join(report.failed_hosts())}: fix the checks marked FAIL"
