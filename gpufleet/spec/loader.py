@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from gpufleet.errors import InputError, SpecError, SpecIssue, shown
 from gpufleet.spec import strict_yaml
 from gpufleet.spec.models import ClusterSpec
+from gpufleet.spec.pulumi_requirements import pulumi_warnings
 
 CONFIG_KEY = "gpufleet:cluster"
 PROJECT_FILE = "Pulumi.yaml"
@@ -210,15 +211,8 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
             warnings.append(f"ssh.admin_cidrs: {cidr} exposes SSH to the whole internet")
         elif network.is_global:
             warnings.append(f"ssh.admin_cidrs: {cidr} is a public network; prefer a VPN or bastion")
-    if spec.provisioner == "pulumi":
-        unpinned = [h.name for h in spec.hosts if h.host_key is None]
-        if unpinned:
-            warnings.append(
-                f"hosts without host_key ({', '.join(unpinned)}): 'pulumi up' refuses them, since it "
-                "pins each host's own sshd key; add hosts[].host_key (the host's "
-                "/etc/ssh/ssh_host_ed25519_key.pub)"
-            )
-    if spec.network.fabric == "auto":
+    warnings += pulumi_warnings(spec)
+    if spec.network.fabric == "auto" and spec.provisioner != "pulumi":
         warnings.append(
             "network.fabric is auto: without probed facts (render --facts) the NCCL settings "
             "are generic; probe the hosts or name the fabric"
