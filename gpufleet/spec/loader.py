@@ -177,7 +177,7 @@ def _clean_message(error: Any) -> str:
 def issues_from_validation_error(error: ValidationError) -> list[SpecIssue]:
     """Flatten pydantic's errors into field-path issues, expanding the cross-field rules."""
     issues: list[SpecIssue] = []
-    for item in error.errors():
+    for item in error.errors(include_url=False, include_input=False):
         if item["type"] == "cluster_rules":
             issues += [SpecIssue(path, message) for path, message in item["ctx"]["issues"]]
             continue
