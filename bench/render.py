@@ -1,23 +1,36 @@
-"""Render generated clusters of 8, 128 and 1,024 hosts; print a table.
+"""Render generated clusters of 8, 128 and 1,024 hosts; then judge stack files of 1,024 and
+20,000 hosts and one of 20,000 erroneous hosts; print two tables.
 
-Goal (issue: spec and renderer): 1,024 hosts render in under 1 s after imports,
-and the per-host cost at 1,024 hosts stays within 1.25x of that at 128.
-Medians of several runs; validation is timed separately from rendering.
+Goals: 1,024 hosts render in under 1 s after imports, and the per-host cost at
+1,024 hosts stays within 1.25x of that at 128 (issue: spec and renderer);
+20,000 hosts are judged by ``gpufleet validate`` in under 3 s with under 10 KiB
+of output (issue: input no file can crash). Medians of several runs; validation
+is timed separately from rendering. Side by side with the file readers: the
+strict reader against PyYAML's SafeLoader (the reader before it) and CSafeLoader.
 
-    .venv/bin/python bench/render.py [--repeat 7]
+    .venv/bin/python bench/render.py [--repeat 7] [--cli-repeat 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+import yaml
 from specs import generated_spec  # bench/specs.py (bench/ is on sys.path when run as a script)
 
+from gpufleet.errors import SpecError
 from gpufleet.render import render_cluster
-from gpufleet.spec import ClusterSpec, parse_spec
+from gpufleet.spec import ClusterSpec, load_spec, parse_spec, strict_yaml
+
+GPUFLEET = Path(sys.executable).parent / "gpufleet"
 
 
 def median_seconds(action: Any, repeat: int) -> float:
@@ -29,9 +42,63 @@ def median_seconds(action: Any, repeat: int) -> float:
     return statistics.median(times)
 
 
+def erroneous_spec(hosts: int) -> dict[str, Any]:
+    """The generated spec with every host wrong three ways (name, address, GPU count)."""
+    data = generated_spec(hosts)
+    for host in data["hosts"]:
+        host.update(name=host["name"].upper(), address="10.128.0.300", gpus=-1)
+    return data
+
+
+def write_stack(folder: Path, name: str, data: dict[str, Any]) -> Path:
+    path = folder / f"Pulumi.{name}.yaml"
+    path.write_text(yaml.safe_dump({"config": {"gpufleet:cluster": data}}, sort_keys=False))
+    return path
+
+
+def judge(path: Path) -> None:
+    with contextlib.suppress(SpecError):
+        load_spec(path)
+
+
+def cli(path: Path) -> tuple[int, int]:
+    done = subprocess.run([str(GPUFLEET), "validate", "-f", str(path)], capture_output=True, check=False)
+    return done.returncode, len(done.stdout) + len(done.stderr)
+
+
+def validation_table(repeat: int, cli_repeat: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        cases = [
+            ("1,024 hosts", write_stack(Path(folder), "h1024", generated_spec(1024))),
+            ("20,000 hosts", write_stack(Path(folder), "h20000", generated_spec(20_000))),
+            ("20,000 erroneous", write_stack(Path(folder), "e20000", erroneous_spec(20_000))),
+        ]
+        print(
+            f"\n{'file':<17} {'MiB':>5} {'SafeLoader s':>12} {'CSafeLoader s':>13} {'strict s':>9} "
+            f"{'judged s':>9} {'CLI s':>6} {'exit':>4} {'output B':>9}"
+        )
+        for label, path in cases:
+            text = path.read_text()
+            safe = median_seconds(lambda t=text: yaml.load(t, Loader=yaml.SafeLoader), max(1, repeat // 3))
+            csafe = median_seconds(lambda t=text: yaml.load(t, Loader=yaml.CSafeLoader), repeat)
+            strict = median_seconds(lambda t=text: strict_yaml.load(t), repeat)
+            judged = median_seconds(lambda p=path: judge(p), repeat)
+            cli_s = median_seconds(lambda p=path: cli(p), cli_repeat)
+            code, size = cli(path)
+            print(
+                f"{label:<17} {path.stat().st_size / 2**20:>5.1f} {safe:>12.2f} {csafe:>13.2f} {strict:>9.2f} "
+                f"{judged:>9.2f} {cli_s:>6.2f} {code:>4} {size:>9,}"
+            )
+    print(
+        "\njudged: read + parse + validate in-process; CLI: 'gpufleet validate -f FILE', Python start "
+        "included (goal < 3 s, output < 10 KiB)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--cli-repeat", type=int, default=5)
     args = parser.parse_args()
     render_cluster(parse_spec(generated_spec(2)))  # warm the template cache
     rows = []
@@ -55,6 +122,7 @@ def main() -> None:
     print(
         f"\n1,024 hosts: render {big[3]:.3f} s (goal < 1 s); per-host ratio vs 128: {big[4] / per_host_128:.2f}x (goal <= 1.25x)"
     )
+    validation_table(args.repeat, args.cli_repeat)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,10 @@ path ever trusts a key on first use, and none uses StrictHostKeyChecking=no.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from gpufleet.errors import SpecIssue
 from gpufleet.spec.models import ClusterSpec, HostSpec
 
-_DOCKER_SSH = re.compile(r"^(?P<user>[^@]+)@(?P<host>\[[^\]]+\]|[^:]+)(:(?P<port>\d+))?$")
 SSH_CONNECT_TIMEOUT_S = 15
 
 
@@ -36,43 +33,15 @@ class SshTarget:
         return self.user != "root"
 
 
-def missing_pulumi_fields(spec: ClusterSpec) -> list[SpecIssue]:
-    """What the spec allows but the Pulumi program cannot do without."""
-    issues = []
-    if spec.network.fabric == "auto":
-        # Without probed facts the container would get no /dev/infiniband and NCCL would
-        # silently fall back to TCP on an RDMA fabric.
-        issues.append(
-            SpecIssue(
-                "network.fabric",
-                "is 'auto', but 'pulumi up' has no probed host facts to decide from: name the "
-                "fabric (infiniband, roce or ethernet); 'gpufleet lint --facts DIR' tells which",
-            )
-        )
-    return issues + [
-        SpecIssue(
-            f"hosts[{index}].host_key",
-            f"host {host.name!r}: is required to stand the host up with Pulumi: add the host's "
-            "own sshd key (the content of /etc/ssh/ssh_host_ed25519_key.pub on the host, "
-            "checked out of band) so the runner never trusts a key on first use",
-        )
-        for index, host in enumerate(spec.hosts)
-        if not host.host_key
-    ]
-
-
 def ssh_target(spec: ClusterSpec, host: HostSpec) -> SshTarget:
     """hosts[].docker_ssh, or <ssh.user>@<ssh_address>:<ssh.host_port> by default."""
     if not host.host_key:
-        raise ValueError(f"host {host.name!r} has no host_key (see missing_pulumi_fields)")
-    user, address, port = spec.ssh.user, host.reach_address, spec.ssh.host_port
-    if host.docker_ssh:
-        match = _DOCKER_SSH.match(host.docker_ssh)
-        if match is None:  # the spec validated it already; this is a programming error
-            raise ValueError(f"unparsable docker_ssh {host.docker_ssh!r}")
-        user, address = match["user"], match["host"].strip("[]")
-        port = int(match["port"]) if match["port"] else port
-    return SshTarget(user=user, host=address, port=port, host_key=host.host_key)
+        raise ValueError(f"host {host.name!r} has no host_key (see gpufleet.spec.pulumi_requirements)")
+    login = host.docker_ssh  # parsed by the spec (gpufleet.spec.models.SshLogin)
+    if login is None:
+        return SshTarget(spec.ssh.user, host.reach_address, spec.ssh.host_port, host.host_key)
+    port = login.port if login.port is not None else spec.ssh.host_port
+    return SshTarget(user=login.user, host=login.host, port=port, host_key=host.host_key)
 
 
 def docker_ssh_opts(target: SshTarget, identity_file: str) -> list[str]:

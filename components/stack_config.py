@@ -12,16 +12,16 @@ from typing import Any
 
 import pulumi
 
-from components.remote_access import missing_pulumi_fields
 from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.spec import ClusterSpec, parse_spec
+from gpufleet.spec.pulumi_requirements import missing_pulumi_fields
 
 RUNNER_KEY_CONFIG = "runner_private_key"
 BUILD_CONFIG = "build_image"
 
 
 def _fail(source: str, issues: list[SpecIssue]) -> pulumi.RunError:
-    return pulumi.RunError("invalid cluster spec:\n" + "\n".join(issue.format(source) for issue in issues))
+    return pulumi.RunError("invalid cluster spec:\n" + "\n".join(SpecError(source, issues).lines()))
 
 
 def validated_spec(raw: Any, stack: str) -> ClusterSpec:

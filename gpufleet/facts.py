@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gpufleet.errors import GpufleetError
+from gpufleet.errors import GpufleetError, InputError
 from gpufleet.probe import FACTS_VERSION
 
 ROCE_V2 = "RoCE v2"
@@ -194,20 +194,23 @@ def load_facts(path: Path) -> HostFacts:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
-        raise GpufleetError(f"{path}: cannot read host facts: {error.strerror}") from None
-    except ValueError as error:
-        raise GpufleetError(f"{path}: not JSON ({error}); re-run 'gpufleet probe > FILE'") from None
-    return parse_facts(data, str(path))
+        raise InputError(f"{path}: cannot read host facts: {error.strerror}") from None
+    except (ValueError, RecursionError) as error:
+        raise InputError(f"{path}: not JSON ({str(error)[:200]}); re-run 'gpufleet probe > FILE'") from None
+    try:
+        return parse_facts(data, str(path))
+    except GpufleetError as error:
+        raise InputError(str(error)) from None
 
 
 def load_facts_dir(folder: Path, host_names: Iterable[str]) -> dict[str, HostFacts]:
     """``folder/<host>.json`` for every host; a missing file is an error naming the host."""
     if not folder.is_dir():
-        raise GpufleetError(f"{folder}: no such folder (expected <host>.json files from 'gpufleet probe')")
+        raise InputError(f"{folder}: no such folder (expected <host>.json files from 'gpufleet probe')")
     names = list(host_names)
     missing = [name for name in names if not (folder / f"{name}.json").is_file()]
     if missing:
-        raise GpufleetError(
+        raise InputError(
             f"{folder}: no facts for host(s) {', '.join(missing)}: run 'gpufleet probe > "
             f"{folder}/<host>.json' on each (or the launcher's probe)"
         )

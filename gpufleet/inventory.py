@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gpufleet.derive.container import IMAGE_PYTHON
-from gpufleet.errors import GpufleetError
+from gpufleet.errors import GpufleetError, InputError, shown
 
 INVENTORY_FILE = "inventory.json"
 KEY_FILE = "id_ed25519"
@@ -64,7 +64,7 @@ class Inventory(BaseModel):
             if host.name == name:
                 return host
         known = ", ".join(h.name for h in self.hosts)
-        raise GpufleetError(f"no host {name!r} in cluster {self.cluster!r} (hosts: {known})")
+        raise InputError(f"no host {shown(name)} in cluster {self.cluster!r} (hosts: {known})")
 
 
 def state_dir(project_root: Path, cluster: str) -> Path:

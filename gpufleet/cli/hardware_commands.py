@@ -10,7 +10,7 @@ import typer
 
 from gpufleet.cli.common import FileOption, StackOption, console, load_cli_spec, warn
 from gpufleet.derive.nccl import NcclEnv, nccl_env
-from gpufleet.errors import GpufleetError
+from gpufleet.errors import InputError
 from gpufleet.facts import HostFacts, load_facts_dir
 from gpufleet.lint import findings_table, has_errors, summary
 from gpufleet.lint import lint as lint_spec
@@ -38,7 +38,7 @@ def probe(
     Save one file per host (gpufleet probe > facts/<host>.json) for render/lint --facts.
     """
     if root is not None and not root.is_dir():
-        raise GpufleetError(f"--root {root}: no such directory")
+        raise InputError(f"--root {root}: no such directory")
     typer.echo(json.dumps(probe_host(root, import_torch=not no_import_torch), indent=2, sort_keys=True))
 
 

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from gpufleet.cli.common import FileOption, StackOption, console, err_console, load_cli_spec
-from gpufleet.errors import GpufleetError
+from gpufleet.errors import EXIT_FAILED, GpufleetError
 from gpufleet.inventory import load_inventory, state_dir
 from gpufleet.launcher.connections import HostConnections
 from gpufleet.launcher.jobs import (
@@ -65,7 +65,7 @@ def preflight(stack: StackOption = None, file: FileOption = None) -> None:
         report = run_preflight(cluster)
     console.print(report.table())
     for line in report.details():
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
+        console.print(line, highlight=False, markup=False)  # wrapped between words
     if report.failed:
         raise GpufleetError(
             f"preflight failed on {', '.join(report.failed_hosts())}: fix the checks marked FAIL"
@@ -81,10 +81,9 @@ def _summary(record: RunRecord, cluster: Cluster) -> int:
         code = 0
     else:
         failed = record.first_failed
-        code = 1
+        code = EXIT_FAILED  # the script's own exit code is printed, not passed on (2 means bad input)
         if failed:
             exit_code = record.exit_codes.get(failed)
-            code = exit_code if exit_code and 0 < exit_code < 256 else 1
             err_console.print(
                 f"run {record.run} {record.state}: host {failed} failed first (exit {exit_code}); "
                 f"the run was stopped on every host. Last lines of {failed}'s log:",
@@ -99,7 +98,12 @@ def _summary(record: RunRecord, cluster: Cluster) -> int:
 
 
 def train(
-    script: Annotated[Path, typer.Argument(help="Training script on this machine (its folder is synced).")],
+    script: Annotated[
+        Path,
+        typer.Argument(
+            help="Training script on this machine (its folder is synced).", exists=True, dir_okay=False
+        ),
+    ],
     args: Annotated[list[str] | None, typer.Argument(help="Arguments for the script.")] = None,
     stack: StackOption = None,
     file: FileOption = None,
@@ -109,7 +113,10 @@ def train(
     name: Annotated[str | None, typer.Option(help="Run name (default: <script>-<time>-<id>).")] = None,
     detach: Annotated[bool, typer.Option(help="Start the run and return; it keeps running.")] = False,
     workdir: Annotated[
-        Path | None, typer.Option(help="Folder to sync to the hosts (default: the script's folder).")
+        Path | None,
+        typer.Option(
+            help="Folder to sync to the hosts (default: the script's folder).", exists=True, file_okay=False
+        ),
     ] = None,
 ) -> None:
     """Run SCRIPT with torchrun on every host: detached on the hosts, logs streamed here.

@@ -44,8 +44,8 @@ def main() -> None:
     try:
         app()
     except SpecError as error:
-        for issue in error.issues:
-            err_console.print(issue.format(error.source), highlight=False, markup=False, soft_wrap=True)
+        for line in error.lines():
+            err_console.print(line, highlight=False, markup=False, soft_wrap=True)
         sys.exit(error.exit_code)
     except GpufleetError as error:
         err_console.print(f"error: {error}", highlight=False, markup=False, soft_wrap=True)

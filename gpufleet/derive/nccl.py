@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from gpufleet.errors import GpufleetError
+from gpufleet.errors import InputError
 from gpufleet.facts import HcaPort, HostFacts
 from gpufleet.spec.models import ClusterSpec, HostSpec
 
@@ -47,7 +47,7 @@ def socket_ifname(host: HostSpec) -> str:
 def nccl_env(spec: ClusterSpec, host: HostSpec, facts: HostFacts | None = None) -> NcclEnv:
     """NCCL env for ``host``: spec-only when ``facts`` is None, else derived from the facts.
 
-    Raises GpufleetError when the facts contradict an explicit ``network.fabric``.
+    Raises InputError when the facts contradict an explicit ``network.fabric``.
     """
     if facts is not None:
         return _facts_env(spec, host, facts)
@@ -221,12 +221,12 @@ def _resolve_fabric(
 ) -> str:
     declared = spec.network.fabric
     if declared == "infiniband" and not ib:
-        raise GpufleetError(
+        raise InputError(
             f"host {host.name}: network.fabric is infiniband but the facts show no ACTIVE InfiniBand "
             f"port NCCL may use ({_port_summary(facts)}); fix the links, or set network.fabric"
         )
     if declared == "roce" and not roce:
-        raise GpufleetError(
+        raise InputError(
             f"host {host.name}: network.fabric is roce but the facts show no ACTIVE Ethernet RDMA port "
             f"with a RoCE v2 GID ({_port_summary(facts)}); fix the links, or set network.fabric"
         )

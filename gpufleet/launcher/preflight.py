@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rich.table import Table
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from gpufleet.errors import GpufleetError
@@ -56,15 +56,9 @@ class PreflightReport:
     def failed_hosts(self) -> list[str]:
         return [h for h in self.hosts if any(c.status == "fail" for c in self.results[h].values())]
 
-    def table(self) -> Table:
-        table = Table(title="preflight", title_justify="left", show_lines=True)
-        table.add_column("host", no_wrap=True)
-        for name in CHECKS:
-            table.add_column(name, overflow="fold")
-        for host in self.hosts:
-            cells = [self.results[host][name] for name in CHECKS]
-            table.add_row(host, *(Text(_cell(c), style=_STYLE[c.status]) for c in cells))
-        return table
+    def table(self) -> PreflightGrid:
+        """One line per host, a mark per check; the failures and warnings are in ``details``."""
+        return PreflightGrid(self.hosts, self.results)
 
     def details(self) -> list[str]:
         lines = [
@@ -76,9 +70,58 @@ class PreflightReport:
         return lines + finding_lines(self.findings)
 
 
-def _cell(check: Check) -> str:
-    prefix = {"ok": "", "warn": "warn: ", "fail": "FAIL: ", "skipped": "skipped: "}[check.status]
-    return prefix + check.summary
+_MARK: dict[Status, str] = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skipped": "-"}
+LEGEND = "ok: passed; warn, FAIL: spelled out below; -: does not apply to this host"
+_GAP = " "
+_HOST_GAP = "  "
+
+
+@dataclass(frozen=True)
+class PreflightGrid:
+    """The preflight table, laid out for the console's width without breaking a word.
+
+    Wide enough: ``host  versions  cuda ...`` then one line per host. Narrower: each
+    host's name on its own line above its marks. Narrower still (under
+    about 60 columns): one ``host: check=mark ...`` paragraph per host, wrapped between words.
+    """
+
+    hosts: list[str]
+    results: dict[str, dict[str, Check]]
+
+    def _marks(self, host: str, widths: list[int]) -> Text:
+        line = Text()
+        for index, (name, width) in enumerate(zip(CHECKS, widths, strict=True)):
+            status = self.results[host][name].status
+            mark = _MARK[status]
+            line.append(mark, style=_STYLE[status])
+            if index < len(CHECKS) - 1:
+                line.append(" " * (width - len(mark)) + _GAP)
+        return line
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        widths = [max(len(name), len(_MARK["warn"])) for name in CHECKS]
+        header = _GAP.join(name.ljust(w) for name, w in zip(CHECKS, widths, strict=True)).rstrip()
+        host_width = max(len("host"), *(len(host) for host in self.hosts))
+        yield Text("preflight", style="bold")
+        if host_width + len(_HOST_GAP) + len(header) <= width:
+            yield Text("host".ljust(host_width) + _HOST_GAP + header, style="bold", no_wrap=True)
+            for host in self.hosts:
+                yield Text(host.ljust(host_width) + _HOST_GAP, no_wrap=True) + self._marks(host, widths)
+        elif len(_HOST_GAP) + len(header) <= width:
+            yield Text(_HOST_GAP + header, style="bold", no_wrap=True)
+            for host in self.hosts:
+                yield Text(host, overflow="fold")  # longer than the line: the only way to show it
+                yield Text(_HOST_GAP, no_wrap=True) + self._marks(host, widths)
+        else:
+            for host in self.hosts:
+                line = Text(f"{host}:")
+                for name in CHECKS:
+                    status = self.results[host][name].status
+                    line.append(f" {name}=")  # one word: a wrap never parts a check from its mark
+                    line.append(_MARK[status], style=_STYLE[status])
+                yield line
+        yield Text(LEGEND, style="dim")
 
 
 # -- judging (pure) ------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 Spec rules read the spec and what gpufleet derives from it (container
 settings, the NCCL env); fact rules need ``gpufleet probe`` output; the
-cross-host rules compare hosts' facts with each other.
+cross-host rules compare hosts' facts with each other. Spec and fact rules are
+one function per finding, run in the order of ``SPEC_RULES`` and ``FACT_RULES``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
 
 from gpufleet.derive.container import GIB, INFINIBAND_DEVICE, container_settings
 from gpufleet.derive.nccl import (
@@ -23,7 +26,7 @@ from gpufleet.derive.nccl import (
     usable_ports,
 )
 from gpufleet.errors import GpufleetError
-from gpufleet.facts import HostFacts
+from gpufleet.facts import HcaPort, HostFacts
 from gpufleet.lint.findings import Finding, Severity, sort_key
 from gpufleet.spec.models import ClusterSpec, HostSpec
 
@@ -42,13 +45,11 @@ def _f(severity: Severity, code: str, host: str | None, message: str, why: str, 
     return Finding(severity=severity, code=code, host=host, message=message, why=why, fix=fix)
 
 
-# --- spec rules (whole cluster) -----------------------------------------------------------
+# --- spec rules (whole cluster): one function per finding -------------------------------
 
 
-def spec_rules(spec: ClusterSpec) -> Iterator[Finding]:
-    box = spec.container
-    rdma_possible = spec.network.fabric != "ethernet"
-    if box.network_mode == "bridge":
+def _bridge_network(spec: ClusterSpec) -> Iterator[Finding]:
+    if spec.container.network_mode == "bridge":
         yield _f(
             "error",
             "bridge-network",
@@ -58,9 +59,12 @@ def spec_rules(spec: ClusterSpec) -> Iterator[Finding]:
             "(NVIDIA/nccl#331) and RDMA devices are not reachable through a bridge",
             "set container.network_mode: host",
         )
-    if not box.memlock_unlimited:
+
+
+def _container_memlock(spec: ClusterSpec) -> Iterator[Finding]:
+    if not spec.container.memlock_unlimited:
         yield _f(
-            "error" if rdma_possible else "warning",
+            "error" if spec.network.fabric != "ethernet" else "warning",
             "memlock-limited",
             None,
             "container.memlock_unlimited is false",
@@ -68,6 +72,10 @@ def spec_rules(spec: ClusterSpec) -> Iterator[Finding]:
             "with 'Cannot allocate memory' (nccl-tests#206)",
             "set container.memlock_unlimited: true (ulimit memlock=-1)",
         )
+
+
+def _container_shm(spec: ClusterSpec) -> Iterator[Finding]:
+    box = spec.container
     if not box.ipc_host and box.shm_size_gib < 1:
         yield _f(
             "error",
@@ -78,6 +86,9 @@ def spec_rules(spec: ClusterSpec) -> Iterator[Finding]:
             "'posix_fallocate ... No space left' (NVIDIA/nccl#342)",
             "set container.shm_size_gib: 16 (or container.ipc_host: true)",
         )
+
+
+def _unexplained_overrides(spec: ClusterSpec) -> Iterator[Finding]:
     for key, is_forced in NEEDS_REASON.items():
         value = spec.nccl.get(key)
         if value is not None and is_forced(value) and key not in spec.nccl_reasons:
@@ -90,6 +101,9 @@ def spec_rules(spec: ClusterSpec) -> Iterator[Finding]:
                 "long after the problem it worked around is gone",
                 f"remove it, or say why under nccl_reasons: {{{key}: '...'}}",
             )
+
+
+def _nccl_debug(spec: ClusterSpec) -> Iterator[Finding]:
     level = spec.nccl.get("NCCL_DEBUG", "").upper()
     if level in DEBUG_LEVELS_TOO_LOUD:
         yield _f(
@@ -101,6 +115,21 @@ def spec_rules(spec: ClusterSpec) -> Iterator[Finding]:
             "not stay in production",
             "remove NCCL_DEBUG from nccl (gpufleet sets WARN); turn INFO on for one debugging run only",
         )
+
+
+SpecRule = Callable[[ClusterSpec], Iterator[Finding]]
+SPEC_RULES: tuple[SpecRule, ...] = (
+    _bridge_network,
+    _container_memlock,
+    _container_shm,
+    _unexplained_overrides,
+    _nccl_debug,
+)
+
+
+def spec_rules(spec: ClusterSpec) -> Iterator[Finding]:
+    for rule in SPEC_RULES:
+        yield from rule(spec)
 
 
 # --- per-host rules -----------------------------------------------------------------------
@@ -123,144 +152,236 @@ def env_rules(host: HostSpec, env: NcclEnv) -> Iterator[Finding]:
         )
 
 
-def fact_rules(spec: ClusterSpec, host: HostSpec, facts: HostFacts, env: NcclEnv) -> Iterator[Finding]:
-    name = host.name
-    ib = usable_ports(spec, host, facts, INFINIBAND)
-    roce = usable_ports(spec, host, facts, ETHERNET)
-    used = {"infiniband": ib, "roce": roce}.get(env.fabric or "", [])
-    rdma = ib + roce
-    # What `pulumi up` deploys is derived from the spec alone (no facts): with fabric
-    # auto that container would get no /dev/infiniband even where the facts show RDMA
-    # (the program refuses 'auto' for that reason). `render --facts` is not affected.
-    deployed = container_settings(spec, host, nccl_env(spec, host))
-    if rdma and env.env.get("NCCL_IB_DISABLE") == "1":
-        deliberate = spec.network.fabric == "ethernet"
+# --- fact rules: one function per finding, over what one host's facts show -------------------
+
+
+@dataclass(frozen=True)
+class HostFactsContext:
+    """One host's spec, probed facts and NCCL env, with the RDMA ports worked out once."""
+
+    spec: ClusterSpec
+    host: HostSpec
+    facts: HostFacts
+    env: NcclEnv
+
+    @cached_property
+    def ib(self) -> list[HcaPort]:
+        return usable_ports(self.spec, self.host, self.facts, INFINIBAND)
+
+    @cached_property
+    def roce(self) -> list[HcaPort]:
+        return usable_ports(self.spec, self.host, self.facts, ETHERNET)
+
+    @property
+    def rdma(self) -> list[HcaPort]:
+        return self.ib + self.roce
+
+    @property
+    def used(self) -> list[HcaPort]:
+        """The RDMA ports of the fabric the env uses (none on sockets)."""
+        return {"infiniband": self.ib, "roce": self.roce}.get(self.env.fabric or "", [])
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+
+def _ib_disabled(h: HostFactsContext) -> Iterator[Finding]:
+    if h.rdma and h.env.env.get("NCCL_IB_DISABLE") == "1":
+        deliberate = h.spec.network.fabric == "ethernet"
         yield _f(
             "warning" if deliberate else "error",
             "ib-disabled",
-            name,
-            f"NCCL_IB_DISABLE=1 while {len(rdma)} RDMA port(s) are ACTIVE ({', '.join(p.name for p in rdma)})",
+            h.name,
+            f"NCCL_IB_DISABLE=1 while {len(h.rdma)} RDMA port(s) are ACTIVE ({', '.join(p.name for p in h.rdma)})",
             "NCCL then runs over TCP sockets: 5-10x slower (a 1 GB AllReduce 370 ms instead of 50 ms, "
             "AReaL#639)",
             "set network.fabric to infiniband, roce or auto and drop NCCL_IB_DISABLE from nccl",
         )
-    if spec.provisioner == "pulumi" and used and INFINIBAND_DEVICE not in deployed.devices:
+
+
+def _rdma_not_in_deployed_container(h: HostFactsContext) -> Iterator[Finding]:
+    # What `pulumi up` deploys is derived from the spec alone (no facts): with fabric
+    # auto that container would get no /dev/infiniband even where the facts show RDMA
+    # (the program refuses 'auto' for that reason). `render --facts` is not affected.
+    if h.spec.provisioner != "pulumi" or not h.used:
+        return
+    deployed = container_settings(h.spec, h.host, nccl_env(h.spec, h.host))
+    if INFINIBAND_DEVICE not in deployed.devices:
         yield _f(
             "error",
             "rdma-not-in-container",
-            name,
-            f"the host has {len(used)} usable {env.fabric} port(s) but the container deployed from the "
-            f"spec does not get {INFINIBAND_DEVICE} (network.fabric is {spec.network.fabric})",
+            h.name,
+            f"the host has {len(h.used)} usable {h.env.fabric} port(s) but the container deployed from the "
+            f"spec does not get {INFINIBAND_DEVICE} (network.fabric is {h.spec.network.fabric})",
             "without the uverbs devices NCCL finds no IB device and silently falls back to TCP "
             "sockets (NVIDIA/nccl#952)",
-            f"set network.fabric: {env.fabric} so the container gets {INFINIBAND_DEVICE} and IPC_LOCK",
+            f"set network.fabric: {h.env.fabric} so the container gets {INFINIBAND_DEVICE} and IPC_LOCK",
         )
-    uverbs = [d for d in facts.dev_infiniband or [] if d.startswith("uverbs")]
-    if used and facts.source == "live" and not uverbs:
+
+
+def _no_uverbs_where_probed(h: HostFactsContext) -> Iterator[Finding]:
+    uverbs = [d for d in h.facts.dev_infiniband or [] if d.startswith("uverbs")]
+    if h.used and h.facts.source == "live" and not uverbs:
         # /dev/infiniband with rdma_cm only (seen on a GPU cloud VM) is no better than none.
         yield _f(
             "error",
             "rdma-not-in-container",
-            name,
+            h.name,
             f"RDMA ports are ACTIVE but {INFINIBAND_DEVICE} has no uverbs devices where the probe ran",
             "without the uverbs devices NCCL finds no IB device and silently falls back to TCP sockets",
             f"pass {INFINIBAND_DEVICE} to the container (docker --device) and redeploy",
         )
-    if used and (facts.libibverbs is None or not facts.ibverbs_providers):
+
+
+def _libibverbs_missing(h: HostFactsContext) -> Iterator[Finding]:
+    facts = h.facts
+    if h.used and (facts.libibverbs is None or not facts.ibverbs_providers):
         missing = "libibverbs" if facts.libibverbs is None else "an ibverbs provider (libmlx5)"
         yield _f(
             "error",
             "libibverbs-missing",
-            name,
+            h.name,
             f"RDMA ports are ACTIVE but {missing} is missing where the probe ran",
             "NCCL loads libibverbs at run time; without it (or its mlx5 provider) it falls back to TCP "
             "sockets with only an INFO line (dstack#2712)",
             "install ibverbs-providers and libibverbs1 (rdma-core) in the image",
         )
-    if facts.memlock is not None and not facts.memlock.unlimited:
+
+
+def _memlock_limited(h: HostFactsContext) -> Iterator[Finding]:
+    memlock = h.facts.memlock
+    if memlock is not None and not memlock.unlimited:
         yield _f(
-            "error" if used else "warning",
+            "error" if h.used else "warning",
             "memlock-limited",
-            name,
-            f"memlock limit is {facts.memlock.soft} bytes, not unlimited",
+            h.name,
+            f"memlock limit is {memlock.soft} bytes, not unlimited",
             "RDMA registers pinned memory; a small memlock makes ibv_reg_mr fail (nccl-tests#206)",
             "run the container with --ulimit memlock=-1 (container.memlock_unlimited: true)",
         )
-    if facts.shm_bytes is not None and facts.shm_bytes < MIN_SHM:
+
+
+def _shm_small(h: HostFactsContext) -> Iterator[Finding]:
+    shm = h.facts.shm_bytes
+    if shm is not None and shm < MIN_SHM:
         yield _f(
             "error",
             "shm-small",
-            name,
-            f"/dev/shm is {facts.shm_bytes // 2**20} MiB",
+            h.name,
+            f"/dev/shm is {shm // 2**20} MiB",
             "NCCL's shared-memory transport and DataLoader workers need more; under 1 GiB NCCL fails "
             "with 'No space left on device' (NVIDIA/nccl#290)",
             "run the container with --shm-size=16g or --ipc=host (container.shm_size_gib)",
         )
-    problem = ifname_problem(env.env.get("NCCL_SOCKET_IFNAME", ""), facts)
+
+
+def _socket_ifname_missing(h: HostFactsContext) -> Iterator[Finding]:
+    problem = ifname_problem(h.env.env.get("NCCL_SOCKET_IFNAME", ""), h.facts)
     if problem and "no such interface" in problem:
         yield _f(
             "error",
             "socket-ifname-missing",
-            name,
+            h.name,
             problem,
             "NCCL finds no interface to bootstrap on and aborts, or silently uses another one",
             f"set NCCL_SOCKET_IFNAME{_EXCLUDE_HINT}",
         )
-    hca_value = env.env.get("NCCL_IB_HCA")
-    hca_issue = hca_problem(hca_value, facts) if hca_value and used else None
-    if hca_issue:
+
+
+def _hca_not_active(h: HostFactsContext) -> Iterator[Finding]:
+    value = h.env.env.get("NCCL_IB_HCA")
+    issue = hca_problem(value, h.facts) if value and h.used else None
+    if issue:
         yield _f(
             "error",
             "hca-not-active",
-            name,
-            hca_issue,
+            h.name,
+            issue,
             "NCCL skips ports it cannot open; the job runs on fewer rails or falls back to sockets",
             "drop NCCL_IB_HCA from nccl and let gpufleet list the ACTIVE ports",
         )
-    gid_value = env.env.get("NCCL_IB_GID_INDEX")
-    if env.fabric == "roce" and gid_value is not None and used:
-        try:
-            gid_issue = gid_problem(int(gid_value), used)
-        except ValueError:
-            gid_issue = f"NCCL_IB_GID_INDEX={gid_value} is not a number"
-        if gid_issue:
-            yield _f(
-                "error",
-                "roce-gid",
-                name,
-                gid_issue,
-                "a RoCE v1 or link-local GID is not routable across the fabric: connections time out "
-                "with error 12 (NVIDIA/nccl#426, #1131)",
-                "drop NCCL_IB_GID_INDEX from nccl (gpufleet pins the v2 cluster GID when NCCL < 2.21)",
-            )
-    if used and (facts.gpus or host.gpus) and not facts.gpudirect_module:
+
+
+def _roce_gid(h: HostFactsContext) -> Iterator[Finding]:
+    value = h.env.env.get("NCCL_IB_GID_INDEX")
+    if h.env.fabric != "roce" or value is None or not h.used:
+        return
+    try:
+        issue = gid_problem(int(value), h.used)
+    except ValueError:
+        issue = f"NCCL_IB_GID_INDEX={value} is not a number"
+    if issue:
+        yield _f(
+            "error",
+            "roce-gid",
+            h.name,
+            issue,
+            "a RoCE v1 or link-local GID is not routable across the fabric: connections time out "
+            "with error 12 (NVIDIA/nccl#426, #1131)",
+            "drop NCCL_IB_GID_INDEX from nccl (gpufleet pins the v2 cluster GID when NCCL < 2.21)",
+        )
+
+
+def _gpudirect_off(h: HostFactsContext) -> Iterator[Finding]:
+    if h.used and (h.facts.gpus or h.host.gpus) and not h.facts.gpudirect_module:
         yield _f(
             "warning",
             "gpudirect-off",
-            name,
+            h.name,
             "nvidia_peermem is not loaded: no GPUDirect RDMA unless the driver provides it through DMA-BUF",
             "the NICs then read and write GPU memory through host memory, which costs bandwidth",
             "load it on the host: modprobe nvidia_peermem (and add it to /etc/modules-load.d)",
         )
-    if facts.gpus is not None and len(facts.gpus) != host.gpus:
+
+
+def _gpu_count(h: HostFactsContext) -> Iterator[Finding]:
+    gpus = h.facts.gpus
+    if gpus is not None and len(gpus) != h.host.gpus:
         yield _f(
             "warning",
             "gpu-count",
-            name,
-            f"the spec says {host.gpus} GPU(s), nvidia-smi shows {len(facts.gpus)}",
+            h.name,
+            f"the spec says {h.host.gpus} GPU(s), nvidia-smi shows {len(gpus)}",
             "nproc_per_node and the container's GPU reservation follow the spec",
-            f"set hosts.{name}.gpus: {len(facts.gpus)}, or check the missing GPUs (nvidia-smi, dmesg)",
+            f"set hosts.{h.name}.gpus: {len(gpus)}, or check the missing GPUs (nvidia-smi, dmesg)",
         )
-    for warning in env.warnings:
+
+
+def _nccl_derivation(h: HostFactsContext) -> Iterator[Finding]:
+    for warning in h.env.warnings:
         if not warning.startswith("override "):
             yield _f(
                 "warning",
                 "nccl-derivation",
-                name,
+                h.name,
                 warning,
                 "what gpufleet derived differs from what the spec declares",
                 "make the spec match the host (or fix the host)",
             )
+
+
+FactRule = Callable[[HostFactsContext], Iterator[Finding]]
+FACT_RULES: tuple[FactRule, ...] = (
+    _ib_disabled,
+    _rdma_not_in_deployed_container,
+    _no_uverbs_where_probed,
+    _libibverbs_missing,
+    _memlock_limited,
+    _shm_small,
+    _socket_ifname_missing,
+    _hca_not_active,
+    _roce_gid,
+    _gpudirect_off,
+    _gpu_count,
+    _nccl_derivation,
+)
+
+
+def fact_rules(spec: ClusterSpec, host: HostSpec, facts: HostFacts, env: NcclEnv) -> Iterator[Finding]:
+    context = HostFactsContext(spec, host, facts, env)
+    for rule in FACT_RULES:
+        yield from rule(context)
 
 
 # --- cross-host rules ---------------------------------------------------------------------

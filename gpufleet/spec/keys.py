@@ -1,14 +1,20 @@
 """Checks on OpenSSH public key lines (the ``authorized_keys`` format).
 
-Only the wire format is parsed: key type, base64 blob, and for RSA the modulus
-size. Nothing here needs ssh-keygen, so validation works anywhere.
+The key data is read by ``cryptography`` (``load_ssh_public_key``): key type,
+key material, and for RSA the modulus size. Nothing here needs ssh-keygen, so
+validation works anywhere.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import struct
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import SSHPublicKeyTypes, load_ssh_public_key
+
+from gpufleet.errors import shown
 
 MIN_RSA_BITS = 3072
 
@@ -28,21 +34,16 @@ REFUSED_KEY_TYPES = {
 }
 
 
-def _read_string(blob: bytes, offset: int) -> tuple[bytes, int]:
-    if offset + 4 > len(blob):
-        raise ValueError("truncated key data")
-    (length,) = struct.unpack(">I", blob[offset : offset + 4])
-    end = offset + 4 + length
-    if end > len(blob):
-        raise ValueError("truncated key data")
-    return blob[offset + 4 : end], end
+def _load(key_type: str, encoded: str) -> SSHPublicKeyTypes | None:
+    try:
+        return load_ssh_public_key(f"{key_type} {encoded}".encode("ascii"))
+    except (ValueError, UnsupportedAlgorithm):
+        return None
 
 
-def _rsa_bits(blob: bytes) -> int:
-    _, offset = _read_string(blob, 0)  # key type
-    _, offset = _read_string(blob, offset)  # public exponent
-    modulus, _ = _read_string(blob, offset)
-    return int.from_bytes(modulus, "big").bit_length()
+def _actual_type(encoded: str) -> str | None:
+    """The accepted type the key data really is, when it is not the one the line names."""
+    return next((other for other in sorted(ACCEPTED_KEY_TYPES) if _load(other, encoded)), None)
 
 
 def check_public_key_line(line: str) -> str | None:
@@ -65,24 +66,24 @@ def check_public_key_line(line: str) -> str | None:
         return REFUSED_KEY_TYPES[key_type]
     if key_type not in ACCEPTED_KEY_TYPES:
         return (
-            f"not an OpenSSH public key line: unknown key type {key_type!r} "
+            f"not an OpenSSH public key line: unknown key type {shown(key_type, 40)} "
             f"(accepted: {', '.join(sorted(ACCEPTED_KEY_TYPES))})"
         )
     try:
         blob = base64.b64decode(encoded, validate=True)
-        embedded_type, _ = _read_string(blob, 0)
     except (binascii.Error, ValueError):
         return f"the {key_type} key data is not valid base64 key material"
-    if embedded_type.decode("ascii", "replace") != key_type:
-        return f"the key data is a {embedded_type.decode('ascii', 'replace')!r} key, not {key_type}"
-    if key_type == "ssh-rsa":
-        try:
-            bits = _rsa_bits(blob)
-        except ValueError:
-            return "the ssh-rsa key data is truncated"
-        if bits < MIN_RSA_BITS:
-            return (
-                f"RSA key of {bits} bits is too weak (minimum {MIN_RSA_BITS}); "
-                "use ssh-ed25519 or ssh-keygen -t rsa -b 4096"
-            )
+    key = _load(key_type, encoded)
+    if key is None:
+        actual = _actual_type(encoded)
+        if actual is not None:
+            return f"the key data is a {actual!r} key, not {key_type}"
+        if blob.startswith(len(key_type).to_bytes(4, "big") + key_type.encode()):
+            return f"the {key_type} key data is truncated or damaged: paste the whole line of the .pub file"
+        return f"the {key_type} key data is not valid base64 key material"
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        return (
+            f"RSA key of {key.key_size} bits is too weak (minimum {MIN_RSA_BITS}); "
+            "use ssh-ed25519 or ssh-keygen -t rsa -b 4096"
+        )
     return None

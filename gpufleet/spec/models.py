@@ -2,8 +2,9 @@
 
 It lives under the config key ``gpufleet:cluster`` of a Pulumi stack file.
 Field checks live on the fields; rules that span fields (addresses inside the
-cluster network, port collisions, NAS mounts nested in each other) live in
-``ClusterSpec._check_cluster_rules`` and report the exact field path.
+cluster network, port collisions, NAS mounts nested in each other) are small
+named functions in ``CLUSTER_RULES`` (per host: ``HOST_RULES``), each reporting
+the exact field path.
 """
 
 from __future__ import annotations
@@ -11,18 +12,23 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
-from typing import Annotated, Literal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from gpufleet.errors import shown
 from gpufleet.spec.keys import check_public_key_line
 
 # --- reusable field types -------------------------------------------------------------
@@ -41,35 +47,40 @@ def _no_control_chars(value: str) -> str:
     return value
 
 
-SafeStr = Annotated[str, AfterValidator(_no_control_chars)]
-
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-def _dns_label(value: str) -> str:
-    if not _NAME_RE.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid name: use 1-63 lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit (it becomes a hostname)"
-        )
-    return value
+_SAFE = AfterValidator(_no_control_chars)
+SafeStr = Annotated[str, _SAFE]
 
 
-DnsLabel = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_dns_label)]
+def _matching(pattern: str, refusal: str) -> AfterValidator:
+    """A check that a value matches ``pattern``; else ``<the value, shortened> <refusal>``."""
+    regex = re.compile(pattern)
 
-_CLUSTER_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$")
+    def check(value: str) -> str:
+        if not regex.match(value):
+            raise ValueError(f"{shown(value)} {refusal}")
+        return value
 
-
-def _cluster_name(value: str) -> str:
-    if not _CLUSTER_NAME_RE.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid cluster name: use 2-24 lowercase letters, digits "
-            "and '-', starting with a letter (it prefixes resource and namespace names)"
-        )
-    return value
+    return AfterValidator(check)
 
 
-ClusterName = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_cluster_name)]
+DnsLabel = Annotated[
+    str,
+    _SAFE,
+    _matching(
+        r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        "is not a valid name: use 1-63 lowercase letters, digits and '-', "
+        "starting and ending with a letter or digit (it becomes a hostname)",
+    ),
+]
+ClusterName = Annotated[
+    str,
+    _SAFE,
+    _matching(
+        r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$",
+        "is not a valid cluster name: use 2-24 lowercase letters, digits "
+        "and '-', starting with a letter (it prefixes resource and namespace names)",
+    ),
+]
 
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
@@ -81,11 +92,11 @@ def _login_user(value: str) -> str:
             "the container runs sshd as root and drops to this user"
         )
     if not _USER_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid POSIX user name (e.g. 'trainer')")
+        raise ValueError(f"{shown(value)} is not a valid POSIX user name (e.g. 'trainer')")
     return value
 
 
-LoginUser = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_login_user)]
+LoginUser = Annotated[str, _SAFE, AfterValidator(_login_user)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -93,38 +104,40 @@ def _ip_address(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
-        raise ValueError(f"{value!r} is not an IP address (e.g. 10.10.0.11)") from None
+        raise ValueError(f"{shown(value)} is not an IP address (e.g. 10.10.0.11)") from None
 
 
-IpAddress = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_ip_address)]
+IpAddress = Annotated[str, _SAFE, AfterValidator(_ip_address)]
 
 
 def _cidr(value: str) -> str:
     try:
         network = ipaddress.ip_network(value, strict=False)
     except ValueError:
-        raise ValueError(f"{value!r} is not a CIDR network (e.g. 10.10.0.0/16)") from None
+        raise ValueError(f"{shown(value)} is not a CIDR network (e.g. 10.10.0.0/16)") from None
     if str(network) != value and "/" not in value:
         # A bare address is accepted as a single-host network.
         return str(network)
     if str(network) != value:
-        raise ValueError(f"{value!r} has host bits set; did you mean {network}? (write the network address)")
+        raise ValueError(
+            f"{shown(value)} has host bits set; did you mean {network}? (write the network address)"
+        )
     return value
 
 
-Cidr = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_cidr)]
+Cidr = Annotated[str, _SAFE, AfterValidator(_cidr)]
 
 
 def _absolute_path(value: str) -> str:
     if not value.startswith("/"):
-        raise ValueError(f"{value!r} is not an absolute path (e.g. /data)")
+        raise ValueError(f"{shown(value)} is not an absolute path (e.g. /data)")
     normal = posixpath.normpath(value)
     if normal != value or value == "/":
-        raise ValueError(f"{value!r} is not a clean absolute path below / (e.g. /data)")
+        raise ValueError(f"{shown(value)} is not a clean absolute path below / (e.g. /data)")
     return value
 
 
-AbsPath = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_absolute_path)]
+AbsPath = Annotated[str, _SAFE, AfterValidator(_absolute_path)]
 
 _NCCL_PREFIXES = ("NCCL_", "UCX_", "FI_", "RDMAV_")
 _ENV_KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -139,33 +152,51 @@ def _nccl_key(value: str) -> str:
     return value
 
 
-NcclKey = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_nccl_key)]
+NcclKey = Annotated[str, _SAFE, AfterValidator(_nccl_key)]
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _IMAGE_RE = re.compile(r"^[a-z0-9]+([._/:-][a-zA-Z0-9_.-]+)*$")
 _DOCKER_SSH_RE = re.compile(
     r"^(?P<user>[a-z_][a-z0-9_-]{0,31})@(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(:(?P<port>\d{1,5}))?$"
 )
-_HCA_RE = re.compile(r"^[A-Za-z0-9_]+(:\d+)?$")
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+HcaName = Annotated[
+    str, _SAFE, _matching(r"^[A-Za-z0-9_]+(:\d+)?$", "is not an HCA name (e.g. mlx5_0 or mlx5_0:1)")
+]
+IfName = Annotated[
+    str, _SAFE, _matching(r"^[A-Za-z0-9_.-]{1,15}$", "is not a network interface name (e.g. eth0, ens1f0)")
+]
 
 
-def _hca_name(value: str) -> str:
-    if not _HCA_RE.match(value):
-        raise ValueError(f"{value!r} is not an HCA name (e.g. mlx5_0 or mlx5_0:1)")
-    return value
+@dataclass(frozen=True)
+class SshLogin:
+    """A ``user@host[:port]`` login, parsed once: ``host`` without IPv6 brackets, ``port`` None if not given."""
+
+    written_as: ClassVar[str] = "str"  # how the spec reference names its type
+
+    user: str
+    host: str
+    port: int | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}" + (f":{self.port}" if self.port is not None else "")
 
 
-HcaName = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_hca_name)]
+def parse_ssh_login(value: object) -> SshLogin:
+    """``user@host[:port]`` -> SshLogin; the one parser of ``hosts[].docker_ssh``."""
+    if isinstance(value, SshLogin):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "Input should be a valid string")
+    _no_control_chars(value)
+    match = _DOCKER_SSH_RE.match(value)
+    if not match or (match["port"] and not 1 <= int(match["port"]) <= 65535):
+        raise ValueError(f"{shown(value)} is not user@host[:port] (e.g. admin@10.0.0.11:22)")
+    port = int(match["port"]) if match["port"] else None
+    return SshLogin(user=match["user"], host=match["host"].strip("[]"), port=port)
 
 
-def _ifname(value: str) -> str:
-    if not _IFNAME_RE.match(value):
-        raise ValueError(f"{value!r} is not a network interface name (e.g. eth0, ens1f0)")
-    return value
-
-
-IfName = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_ifname)]
+DockerSsh = Annotated[SshLogin, PlainValidator(parse_ssh_login), PlainSerializer(str, return_type=str)]
 
 # --- models ---------------------------------------------------------------------------
 
@@ -202,7 +233,7 @@ class ImageSpec(SpecModel):
         if "@" in value:
             raise ValueError("put the digest in image.digest, not in image.name")
         if not _IMAGE_RE.match(value):
-            raise ValueError(f"{value!r} is not an image reference (e.g. registry/ml/train)")
+            raise ValueError(f"{shown(value)} is not an image reference (e.g. registry/ml/train)")
         return value
 
     @field_validator("digest")
@@ -318,7 +349,7 @@ class NasShare(SpecModel):
     @classmethod
     def _check_server(cls, value: str) -> str:
         if not re.match(r"^[A-Za-z0-9.:-]+$", value):
-            raise ValueError(f"{value!r} is not an NFS server address or hostname")
+            raise ValueError(f"{shown(value)} is not an NFS server address or hostname")
         return value
 
     @field_validator("options")
@@ -326,9 +357,9 @@ class NasShare(SpecModel):
     def _check_options(cls, options: list[str]) -> list[str]:
         for option in options:
             if "," in option or " " in option or not option:
-                raise ValueError(f"{option!r}: give one NFS option per list item")
+                raise ValueError(f"{shown(option)}: give one NFS option per list item")
             if option.split("=", 1)[0] in ("addr", "ro", "rw"):
-                raise ValueError(f"{option!r} is derived from server/read_only; remove it")
+                raise ValueError(f"{shown(option)} is derived from server/read_only; remove it")
         return options
 
 
@@ -349,8 +380,8 @@ class TrainingSpec(SpecModel):
             return value
         raise PydanticCustomError(
             "nproc",
-            "must be 'auto' or a whole number from 1 to 1024, not {value!r}",
-            {"value": value},
+            "must be 'auto' or a whole number from 1 to 1024, not {value}",
+            {"value": shown(value)},
         )
 
 
@@ -397,7 +428,7 @@ class HostSpec(SpecModel):
     ssh_address: SafeStr | None = Field(
         default=None, description="Where the controller reaches the host (default: address)."
     )
-    docker_ssh: SafeStr | None = Field(
+    docker_ssh: DockerSsh | None = Field(
         default=None,
         description="user@host[:port] that the Pulumi runner uses to reach the host's "
         "Docker daemon (default: <ssh.user>@<ssh_address>).",
@@ -413,7 +444,7 @@ class HostSpec(SpecModel):
         default=None,
         description="The host's OWN sshd public key ('ssh-ed25519 AAAA...', from "
         "/etc/ssh/ssh_host_ed25519_key.pub): the Pulumi runner pins it when it reaches "
-        "the host over SSH. Required by the Pulumi program.",
+        "the host over SSH.",
     )
 
     @field_validator("host_key")
@@ -430,17 +461,7 @@ class HostSpec(SpecModel):
     @classmethod
     def _check_ssh_address(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^[A-Za-z0-9.:-]+$", value):
-            raise ValueError(f"{value!r} is not an address or hostname")
-        return value
-
-    @field_validator("docker_ssh")
-    @classmethod
-    def _check_docker_ssh(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        match = _DOCKER_SSH_RE.match(value)
-        if not match or (match["port"] and not 1 <= int(match["port"]) <= 65535):
-            raise ValueError(f"{value!r} is not user@host[:port] (e.g. admin@10.0.0.11:22)")
+            raise ValueError(f"{shown(value)} is not an address or hostname")
         return value
 
     @property
@@ -468,7 +489,7 @@ class RunnerSpec(SpecModel):
             )
         if not (value.startswith("/") or value.startswith("~/")) or any(c.isspace() for c in value):
             raise ValueError(
-                f"{value!r} is not an absolute or ~/ path without spaces (e.g. ~/.ssh/id_ed25519)"
+                f"{shown(value)} is not an absolute or ~/ path without spaces (e.g. ~/.ssh/id_ed25519)"
             )
         return value
 
@@ -544,62 +565,98 @@ def _env_value(value: object) -> object:
     return value
 
 
-def _cluster_rule_issues(spec: ClusterSpec) -> list[tuple[str, str]]:
-    """Rules that span fields, each as (field path, message)."""
-    issues: list[tuple[str, str]] = []
+# --- cluster-wide rules: each a small named function yielding (field path, message) ---------
+
+Issue = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class _Cluster:
+    """What the per-host rules look up, computed once per spec (so the rules stay linear)."""
+
+    spec: ClusterSpec
+    cidr: ipaddress.IPv4Network | ipaddress.IPv6Network
+    first_with_name: dict[str, int]
+    first_with_address: dict[str, int]
+    reserved_hcas: frozenset[str]
+
+    @classmethod
+    def of(cls, spec: ClusterSpec) -> _Cluster:
+        names: dict[str, int] = {}
+        addresses: dict[str, int] = {}
+        for index, host in enumerate(spec.hosts):
+            names.setdefault(host.name, index)
+            addresses.setdefault(host.address, index)
+        cidr = ipaddress.ip_network(spec.network.cluster_cidr)
+        return cls(spec, cidr, names, addresses, frozenset(spec.network.reserved_hcas))
+
+
+def _reasons_name_set_keys(spec: ClusterSpec) -> Iterator[Issue]:
     for key in spec.nccl_reasons:
         if key not in spec.nccl:
-            issues.append((f"nccl_reasons.{key}", f"gives a reason for {key}, which nccl does not set"))
-    cidr = ipaddress.ip_network(spec.network.cluster_cidr)
-    seen_names: dict[str, int] = {}
-    seen_addresses: dict[str, int] = {}
-    for index, host in enumerate(spec.hosts):
-        path = f"hosts[{index}]"
-        if host.name in seen_names:
-            issues.append(
-                (
-                    f"{path}.name",
-                    f"duplicate host name {host.name!r} (also hosts[{seen_names[host.name]}])",
-                )
-            )
-        seen_names.setdefault(host.name, index)
-        if host.address in seen_addresses:
-            issues.append(
-                (
-                    f"{path}.address",
-                    f"host {host.name!r}: address {host.address} is already used by "
-                    f"hosts[{seen_addresses[host.address]}]",
-                )
-            )
-        seen_addresses.setdefault(host.address, index)
-        address = ipaddress.ip_address(host.address)
-        if address.version != cidr.version or address not in cidr:
-            issues.append(
-                (
-                    f"{path}.address",
-                    f"host {host.name!r}: {host.address} is outside network.cluster_cidr "
-                    f"{cidr}; use an address in that network or widen cluster_cidr",
-                )
-            )
-        elif address in (cidr.network_address, cidr.broadcast_address) and cidr.prefixlen < 31:
-            issues.append(
-                (
-                    f"{path}.address",
-                    f"host {host.name!r}: {host.address} is not a usable host address",
-                )
-            )
-        reserved = sorted(set(host.hcas) & set(spec.network.reserved_hcas))
-        if reserved:
-            issues.append(
-                (
-                    f"{path}.hcas",
-                    f"host {host.name!r} lists {', '.join(reserved)}, which network.reserved_hcas keeps "
-                    "away from NCCL; remove it from one of the two",
-                )
-            )
-        if host.hcas and spec.network.fabric == "ethernet":
-            issues.append((f"{path}.hcas", f"host {host.name!r} lists HCAs but network.fabric is ethernet"))
+            yield f"nccl_reasons.{key}", f"gives a reason for {key}, which nccl does not set"
 
+
+def _unique_host_name(cluster: _Cluster, index: int, host: HostSpec) -> Iterator[Issue]:
+    first = cluster.first_with_name[host.name]
+    if first != index:
+        yield f"hosts[{index}].name", f"duplicate host name {host.name!r} (also hosts[{first}])"
+
+
+def _unique_address(cluster: _Cluster, index: int, host: HostSpec) -> Iterator[Issue]:
+    first = cluster.first_with_address[host.address]
+    if first != index:
+        yield (
+            f"hosts[{index}].address",
+            f"host {host.name!r}: address {host.address} is already used by hosts[{first}]",
+        )
+
+
+def _address_in_cluster_network(cluster: _Cluster, index: int, host: HostSpec) -> Iterator[Issue]:
+    cidr, address = cluster.cidr, ipaddress.ip_address(host.address)
+    if address.version != cidr.version or address not in cidr:
+        yield (
+            f"hosts[{index}].address",
+            f"host {host.name!r}: {host.address} is outside network.cluster_cidr "
+            f"{cidr}; use an address in that network or widen cluster_cidr",
+        )
+    elif address in (cidr.network_address, cidr.broadcast_address) and cidr.prefixlen < 31:
+        yield f"hosts[{index}].address", f"host {host.name!r}: {host.address} is not a usable host address"
+
+
+def _hcas_not_reserved(cluster: _Cluster, index: int, host: HostSpec) -> Iterator[Issue]:
+    reserved = sorted(cluster.reserved_hcas.intersection(host.hcas))
+    if reserved:
+        yield (
+            f"hosts[{index}].hcas",
+            f"host {host.name!r} lists {', '.join(reserved)}, which network.reserved_hcas keeps "
+            "away from NCCL; remove it from one of the two",
+        )
+
+
+def _hcas_need_rdma(cluster: _Cluster, index: int, host: HostSpec) -> Iterator[Issue]:
+    if host.hcas and cluster.spec.network.fabric == "ethernet":
+        yield f"hosts[{index}].hcas", f"host {host.name!r} lists HCAs but network.fabric is ethernet"
+
+
+HostRule = Callable[[_Cluster, int, HostSpec], Iterator[Issue]]
+HOST_RULES: tuple[HostRule, ...] = (
+    _unique_host_name,
+    _unique_address,
+    _address_in_cluster_network,
+    _hcas_not_reserved,
+    _hcas_need_rdma,
+)
+
+
+def _every_host(spec: ClusterSpec) -> Iterator[Issue]:
+    cluster = _Cluster.of(spec)
+    for index, host in enumerate(spec.hosts):
+        for rule in HOST_RULES:
+            yield from rule(cluster, index, host)
+
+
+def _distinct_ports(spec: ClusterSpec) -> Iterator[Issue]:
     ports = {
         "ssh.port": spec.ssh.port,
         "ssh.host_port": spec.ssh.host_port,
@@ -610,30 +667,52 @@ def _cluster_rule_issues(spec: ClusterSpec) -> list[tuple[str, str]]:
     by_port: dict[int, str] = {}
     for field, port in ports.items():
         if port in by_port:
-            issues.append((field, f"port {port} collides with {by_port[port]}; pick another port"))
+            yield field, f"port {port} collides with {by_port[port]}; pick another port"
         by_port.setdefault(port, field)
 
-    seen_share_names: dict[str, int] = {}
-    mounts: list[tuple[int, str]] = []
+
+def _ancestors(path: str) -> Iterator[str]:
+    """``/a/b/c`` -> ``/a/b``, ``/a`` (the paths are clean, absolute and not /)."""
+    while (path := posixpath.dirname(path)) != "/":
+        yield path
+
+
+def _shares_apart(spec: ClusterSpec) -> Iterator[Issue]:
+    """Share names are unique; no mount is another's or nested in it (linear: no pairwise scan)."""
+    first_with_name: dict[str, int] = {}
+    with_mount: dict[str, list[int]] = {}  # earlier shares by mount
+    below: dict[str, list[int]] = {}  # earlier shares by each folder above their mount
     for index, share in enumerate(spec.nas):
-        if share.name in seen_share_names:
-            issues.append((f"nas[{index}].name", f"duplicate share name {share.name!r}"))
-        seen_share_names.setdefault(share.name, index)
-        for other_index, other in mounts:
-            if share.mount == other:
-                issues.append(
-                    (
-                        f"nas[{index}].mount",
-                        f"{share.mount} is also the mount of nas[{other_index}]",
-                    )
+        if share.name in first_with_name:
+            yield f"nas[{index}].name", f"duplicate share name {share.name!r}"
+        first_with_name.setdefault(share.name, index)
+        clashes = [(other, "same") for other in with_mount.get(share.mount, [])]
+        clashes += [
+            (other, "nested") for above in _ancestors(share.mount) for other in with_mount.get(above, [])
+        ]
+        clashes += [(other, "nested") for other in below.get(share.mount, [])]
+        for other, kind in sorted(clashes):
+            mount = spec.nas[other].mount
+            if kind == "same":
+                yield f"nas[{index}].mount", f"{share.mount} is also the mount of nas[{other}]"
+            else:
+                yield (
+                    f"nas[{index}].mount",
+                    f"{share.mount} is nested with {mount} (nas[{other}]); give each share its own top-level path",
                 )
-            elif share.mount.startswith(other + "/") or other.startswith(share.mount + "/"):
-                issues.append(
-                    (
-                        f"nas[{index}].mount",
-                        f"{share.mount} is nested with {other} (nas[{other_index}]); "
-                        "give each share its own top-level path",
-                    )
-                )
-        mounts.append((index, share.mount))
-    return issues
+        with_mount.setdefault(share.mount, []).append(index)
+        for above in _ancestors(share.mount):
+            below.setdefault(above, []).append(index)
+
+
+CLUSTER_RULES: tuple[Callable[[ClusterSpec], Iterator[Issue]], ...] = (
+    _reasons_name_set_keys,
+    _every_host,
+    _distinct_ports,
+    _shares_apart,
+)
+
+
+def _cluster_rule_issues(spec: ClusterSpec) -> list[Issue]:
+    """Rules that span fields, each as (field path, message), in the order of CLUSTER_RULES."""
+    return [issue for rule in CLUSTER_RULES for issue in rule(spec)]

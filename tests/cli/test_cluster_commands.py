@@ -139,7 +139,7 @@ def test_up_ssh_down(tmp_path: Path) -> None:
         failing = gpufleet("ssh", "-f", str(stack), "node-0", "--", "exit", "7", cwd=tmp_path)
         assert failing.returncode == 7
         unknown = gpufleet("ssh", "-f", str(stack), "node-9", cwd=tmp_path)
-        assert unknown.returncode == 1 and "no host 'node-9'" in unknown.stderr
+        assert unknown.returncode == 2 and "no host 'node-9'" in unknown.stderr
 
         known_hosts = tmp_path / ".gpufleet" / "lt-cli" / "known_hosts"
         pinned = known_hosts.read_text()

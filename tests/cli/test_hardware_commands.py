@@ -28,7 +28,7 @@ def test_probe_root_prints_the_facts(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_probe_missing_root_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_main(["probe", "--root", str(tmp_path / "nope")], capsys)
-    assert (code, out) == (1, "")
+    assert (code, out) == (2, "")
     assert err.startswith("error: --root") and "no such directory" in err
 
 
@@ -50,7 +50,7 @@ def test_lint_with_facts_exits_1_on_errors(tmp_path: Path, capsys: pytest.Captur
 def test_lint_with_missing_facts_names_the_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = facts_dir(tmp_path, {"roce-a": "roce-a"})
     code, _, err = run_main(["lint", "--stack", "example-roce", "--facts", str(folder)], capsys)
-    assert code == 1
+    assert code == 2
     assert "no facts for host(s) roce-b" in err
 
 
@@ -78,6 +78,6 @@ def test_render_with_contradicting_facts_fails_naming_the_host(
     code, _, err = run_main(
         ["render", "--stack", "example-roce", "--facts", str(folder), "-o", str(tmp_path / "out")], capsys
     )
-    assert code == 1
+    assert code == 2
     assert err.startswith("error: host roce-b: network.fabric is roce")
     assert not (tmp_path / "out").exists()

@@ -102,4 +102,4 @@ def test_outputs_of_another_cluster_are_refused(tmp_path: Path, stack_outputs: s
 @pytest.mark.timeout(120)
 def test_unknown_stack_is_a_clean_error(tmp_path: Path) -> None:
     done = _gpufleet("--stack", "nope", path="/usr/bin:/bin")
-    assert done.returncode == 1 and "no stack 'nope'" in done.stderr
+    assert done.returncode == 2 and "no stack 'nope'" in done.stderr

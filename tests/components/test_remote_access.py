@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from components.remote_access import SshTarget, docker_ssh_opts, missing_pulumi_fields, ssh_target
+from components.remote_access import SshTarget, docker_ssh_opts, ssh_target
 from gpufleet.spec import parse_spec
+from gpufleet.spec.pulumi_requirements import missing_pulumi_fields
 from tests.conftest import needs_root, stack_spec
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP5snpav6gGqq+LgOuSLcnsEHFTN5efZ+B/iUNN3KohY"

@@ -31,3 +31,13 @@ DSA = (
     "OKhoq/YXWtdXWLjzGokBemqQCh43J/3csMjqNUUqGpAjJg== root@vm"
 )
 PRIVATE_KEY_START = "-----BEGIN OPENSSH PRIVATE KEY-----"
+# Security-key (FIDO) keys: the ED25519 and ECDSA keys above with an application of "ssh:".
+SK_ED25519 = (
+    "sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAICz5ewroQEj/vw7OrTFRV8"
+    "xC+4Ut/lU8JEiutJcRUi6VAAAABHNzaDo= alice@yubikey"
+)
+SK_ECDSA = (
+    "sk-ecdsa-sha2-nistp256@openssh.com AAAAInNrLWVjZHNhLXNoYTItbmlzdHAyNTZAb3BlbnNzaC5jb20AAAAIbm"
+    "lzdHAyNTYAAABBBLz5Mu8Q/lSp05zn+eYDr3HhBjbQ9KATXnD5VNzIMCxTAzkyifQJJHtfOx+SOnDyExjzXzq1cO3bs/"
+    "GZBNC6Vh8AAAAEc3NoOg== alice@yubikey"
+)

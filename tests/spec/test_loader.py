@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from gpufleet.errors import GpufleetError, SpecError
+from gpufleet.errors import GpufleetError, InputError, SpecError
 from gpufleet.spec import load_spec, resolve_stack_file
-from gpufleet.spec.loader import find_project_root
+from gpufleet.spec.loader import MAX_FILE_BYTES, find_project_root
 from tests.conftest import PROJECT_ROOT, STACKS_DIR
 from tests.spec.test_models import valid_spec
 
@@ -73,3 +75,62 @@ def test_malformed_files_are_spec_errors(tmp_path: Path, text: str, expected: st
         load_spec(write(tmp_path / "s.yaml", text))
     assert expected in str(caught.value)
     assert "\n" not in caught.value.issues[0].message
+
+
+def _fifo(folder: Path) -> Path:
+    os.mkfifo(folder / "pipe")
+    return folder / "pipe"
+
+
+def _sparse(folder: Path) -> Path:
+    path = folder / "huge.yaml"
+    with path.open("wb") as handle:
+        handle.truncate(MAX_FILE_BYTES + 1)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        pytest.param(lambda folder: folder / "missing.yaml", "no such file", id="missing"),
+        pytest.param(lambda folder: folder, "is a folder, not a file", id="folder"),
+        pytest.param(lambda folder: Path("/dev/null"), "is not a regular file", id="device"),
+        pytest.param(_fifo, "is not a regular file", id="fifo"),
+        pytest.param(
+            lambda folder: write(folder / "f", "x") / "below", "cannot read: Not a directory", id="not-a-dir"
+        ),
+        pytest.param(_sparse, "a stack file is at most 32 MiB", id="too-big"),
+        pytest.param(
+            lambda folder: _bytes(folder, "name: caf\u00e9".encode("latin-1")),
+            "is not UTF-8 text: byte 0xe9 at offset 9",
+            id="latin-1",
+        ),
+        pytest.param(
+            lambda folder: _bytes(folder, "name: x".encode("utf-16")), "(it looks like UTF-16)", id="utf-16"
+        ),
+        pytest.param(lambda folder: _bytes(folder, bytes(range(256))), "is not UTF-8 text", id="binary"),
+    ],
+)
+def test_unreadable_files_are_input_errors(tmp_path: Path, make: Any, expected: str) -> None:
+    with pytest.raises(InputError) as caught:
+        load_spec(make(tmp_path))
+    assert expected in str(caught.value)
+    assert caught.value.exit_code == 2 and "\n" not in str(caught.value)
+
+
+def _bytes(folder: Path, data: bytes) -> Path:
+    path = folder / "s.yaml"
+    path.write_bytes(data)
+    return path
+
+
+def test_a_utf8_bom_is_fine(tmp_path: Path) -> None:
+    path = _bytes(tmp_path, b"\xef\xbb\xbf" + yaml.safe_dump(valid_spec()).encode())
+    assert load_spec(path).name == "test"
+
+
+def test_pulumi_yaml_is_read_by_the_same_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "Pulumi.yaml", "name: x\nstackConfigDir: !!python/name:os.system\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError, match="outside YAML's core schema"):
+        resolve_stack_file("local", None)

@@ -252,3 +252,34 @@ def test_a_host_hca_that_is_reserved_is_refused() -> None:
         "host 'gpu-0' lists mlx5_8, which network.reserved_hcas keeps away from NCCL; "
         "remove it from one of the two",
     ) in issues_of(data)
+
+
+@pytest.mark.parametrize(
+    ("text", "user", "host", "port"),
+    [
+        pytest.param("ops@10.0.0.1", "ops", "10.0.0.1", None, id="no-port"),
+        pytest.param("ops@gpu.example.com:2200", "ops", "gpu.example.com", 2200, id="name-and-port"),
+        pytest.param("ops@[fd00::5]:22", "ops", "fd00::5", 22, id="ipv6"),
+    ],
+)
+def test_docker_ssh_is_parsed_once_and_written_back_as_given(
+    text: str, user: str, host: str, port: int | None
+) -> None:
+    spec = parse_spec(mutated("hosts.0.docker_ssh", text))
+    login = spec.hosts[0].docker_ssh
+    assert login is not None and (login.user, login.host, login.port) == (user, host, port)
+    assert spec.model_dump()["hosts"][0]["docker_ssh"] == text
+    assert parse_spec(spec.model_dump()) == spec
+
+
+@pytest.mark.timeout(60)
+def test_many_nas_shares_are_checked_without_a_pairwise_scan() -> None:
+    shares = [
+        {"name": f"s{i}", "server": "10.10.0.250", "export": f"/export/{i}", "mount": f"/m{i}"}
+        for i in range(20_000)
+    ]
+    shares.append({"name": "inner", "server": "10.10.0.250", "export": "/export/x", "mount": "/m7/inner"})
+    issues = issues_of({**valid_spec(), "nas": shares})
+    assert issues == [
+        ("nas[20000].mount", "/m7/inner is nested with /m7 (nas[7]); give each share its own top-level path")
+    ]
