@@ -543,7 +543,8 @@ class ClusterSpec(SpecModel):
 
     @model_validator(mode="after")
     def _check_local_only_for_local(self) -> ClusterSpec:
-        if "local" in self.model_fields_set and self.provisioner != "local":
+        # Compared with the defaults, not by presence: a dumped and re-read spec carries them.
+        if self.provisioner != "local" and self.local != LocalSpec():
             raise PydanticCustomError(
                 "local_key",
                 "local: applies only to provisioner: local stacks; remove it or set provisioner: local",

@@ -110,6 +110,9 @@ CASES = [
     pytest.param(lambda f: ["ssh", *MISSING(f), "gpu-0"], 2, id="ssh-missing-file"),
     pytest.param(lambda f: ["ssh", *VALID(f), "gpu-0"], 1, id="ssh-no-inventory"),
     pytest.param(lambda f: _with_inventory(f, ["ssh", *VALID(f), "gpu-9"]), 2, id="ssh-unknown-host"),
+    # jupyter
+    pytest.param(lambda f: ["jupyter", *MISSING(f), "gpu-0"], 2, id="jupyter-missing-file"),
+    pytest.param(lambda f: ["jupyter", *VALID(f), "gpu-0"], 1, id="jupyter-not-enabled"),
     # probe / lint
     pytest.param(
         lambda f: ["probe", "--root", str(FACTS / "roce-a"), "--no-import-torch"], 0, id="probe-recorded"

@@ -283,3 +283,13 @@ def test_many_nas_shares_are_checked_without_a_pairwise_scan() -> None:
     assert issues == [
         ("nas[20000].mount", "/m7/inner is nested with /m7 (nas[7]); give each share its own top-level path")
     ]
+
+
+def test_local_runtime_applies_only_to_local_stacks() -> None:
+    data = valid_spec()
+    data["local"] = {"runtime": "process"}
+    with pytest.raises(SpecError, match="local: applies only to provisioner: local"):
+        parse_spec(data)
+    data["provisioner"] = "local"
+    assert parse_spec(data).local.runtime == "process"
+    assert parse_spec(valid_spec()).local.runtime == "docker"
