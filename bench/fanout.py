@@ -52,6 +52,7 @@ def stack(folder: Path, hosts: int) -> Path:
     config: dict[str, Any] = {
         "name": f"b6-fan{hosts}",
         "provisioner": "local",
+        "local": {"runtime": "process"},
         "image": {"name": "registry.example.com/ml/bench"},
         "ssh": {"authorized_keys": [generate_ed25519().public_line("bench")], "admin_cidrs": [f"{net}.1/32"]},
         "network": {"cluster_cidr": f"{net}.0/24", "fabric": "ethernet"},

@@ -35,6 +35,7 @@ def config(hosts: int) -> dict[str, object]:
     return {
         "name": NAME,
         "provisioner": "local",
+        "local": {"runtime": "process"},
         "image": {"name": "registry.example.com/ml/train"},
         "ssh": {"authorized_keys": [generate_ed25519().public_line("bench")], "admin_cidrs": [f"{net}.1/32"]},
         "network": {"cluster_cidr": f"{net}.0/24", "fabric": "ethernet"},

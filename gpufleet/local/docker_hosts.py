@@ -128,7 +128,11 @@ def remove_containers(daemon: dockerd.Daemon) -> None:
     ids = listed.stdout.split()
     if ids:
         dockerd.docker_cli(daemon, "rm", "-f", *ids, timeout=60)
-    dockerd.docker_cli(daemon, "volume", "prune", "-f", timeout=30)
+    # Named volumes too (prune keeps them on newer daemons): they only point at NAS folders,
+    # whose data a volume's removal never touches.
+    volumes = dockerd.docker_cli(daemon, "volume", "ls", "-q", timeout=30).stdout.split()
+    if volumes:
+        dockerd.docker_cli(daemon, "volume", "rm", "-f", *volumes, timeout=60)
 
 
 def deploy_files(
