@@ -253,7 +253,11 @@ def stop(run: RunArgument = None, stack: StackOption = None, file: FileOption = 
     with open_cluster(stack, file, require_all=False) as cluster:
         record = find_run(cluster, run)
         record = stop_run(cluster, record)
-        missed = [name for name, state in record.host_states.items() if state == "unreachable"]
+        missed = [
+            name
+            for name in cluster.names
+            if name in cluster.unreachable or record.host_states.get(name) == "unreachable"
+        ]
         if not missed:
             console.print(f"run {record.run}: {record.state} on every host", highlight=False)
             return

@@ -47,6 +47,7 @@ from typing import Any
 
 POLL_S = 0.25
 BEAT_S = 1.0
+LINGER_S = 2.5
 TAG_VAR = "GPUFLEET_RUN_TAG"
 # Of a state file's ``state``: the ones a supervisor writes when the job ended.
 FINAL_STATES = ("succeeded", "failed", "stopped")
@@ -376,6 +377,21 @@ def _decide(config: dict[str, Any], peers: Peers, lost: list[str]) -> tuple[str,
     return ("", False)
 
 
+def _linger(peers: Peers, run_dir: str, host: str) -> None:
+    """The job failed here: was a peer lost? Its workers' deaths often fail ours first.
+
+    A few more beats tell (a peer whose supervisor is gone refuses them), so
+    that the state file names the lost peer, not only this host's failure.
+    """
+    deadline = time.monotonic() + LINGER_S
+    while time.monotonic() < deadline:
+        peers.send("running", force=True)
+        time.sleep(0.25)
+        peers.receive()
+        if peers.newly_lost(_ended_peers(run_dir, host)):
+            return
+
+
 def supervise(config: dict[str, Any], argv: list[str]) -> int:
     run_dir, host, tag = config["run_dir"], config["host"], config["tag"]
     max_s = float(config.get("max_s", 0))
@@ -435,6 +451,8 @@ def supervise(config: dict[str, Any], argv: list[str]) -> int:
             _terminate_tree(child, tag, grace_s=5.0)
             break
     code = child.wait()
+    if peers is not None and code != 0 and not reason:
+        _linger(peers, run_dir, host)
     watch.done.set()
     watch.join(timeout=2)
     if reason and code == 0:

@@ -110,8 +110,18 @@ def connection_config() -> Config:
     return Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}})
 
 
+def _underlying(error: BaseException) -> BaseException:
+    """paramiko wraps a failed TCP connect in NoValidConnectionsError (one error per address)."""
+    if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError) and error.errors:
+        errors = list(error.errors.values())
+        if all(type(e) is type(errors[0]) for e in errors):
+            return errors[0]
+    return error
+
+
 def describe_connect_error(error: BaseException) -> str:
     """One line a user can act on, for what paramiko/socket raised while connecting."""
+    error = _underlying(error)
     if isinstance(error, paramiko.BadHostKeyException):
         return (
             "host key does not match the pinned key in known_hosts (a different machine, or it was "
@@ -130,6 +140,7 @@ def describe_connect_error(error: BaseException) -> str:
 
 def answered(error: BaseException) -> bool:
     """The host answered but would not let us in (refused, reset, no sshd banner): not just silent."""
+    error = _underlying(error)
     return isinstance(error, (ConnectionRefusedError, ConnectionResetError, EOFError)) or (
         isinstance(error, paramiko.SSHException) and "banner" in str(error).lower()
     )

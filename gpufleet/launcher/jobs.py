@@ -519,7 +519,18 @@ def stop_run(cluster: Cluster, record: RunRecord) -> RunRecord:
     stopped = _stop_hosts(cluster, record, cluster.reachable)
     for name, error in stopped.errors.items():
         cluster.hosts.drop(name, str(error))
-    return finish_record(cluster, record, host_states(cluster, record))
+    return finish_record(cluster, record, _with_lost(record, host_states(cluster, record)))
+
+
+def _with_lost(record: RunRecord, states: dict[str, HostState]) -> dict[str, HostState]:
+    """Unreachable hosts that the record or the other hosts' supervisors counted as lost stay lost."""
+    counted = set(record.lost_hosts) | {peer for s in states.values() for peer in s.lost_peers}
+    return {
+        name: HostState(state="lost", reason=f"the other hosts lost it; unreachable now ({state.reason})")
+        if state.state == "unreachable" and name in counted
+        else state
+        for name, state in states.items()
+    }
 
 
 def list_runs(cluster: Cluster) -> list[RunRecord]:
@@ -558,13 +569,7 @@ def refresh_run(cluster: Cluster, record: RunRecord) -> tuple[RunRecord, dict[st
     An unreachable host that the other hosts' supervisors counted as lost is
     recorded as lost, so a detached run's record completes without it.
     """
-    states = host_states(cluster, record)
-    counted_lost = {peer for s in states.values() for peer in s.lost_peers}
-    for name, state in list(states.items()):
-        if state.state == "unreachable" and name in counted_lost:
-            states[name] = HostState(
-                state="lost", reason=f"the other hosts lost it; unreachable now ({state.reason})"
-            )
+    states = _with_lost(record, host_states(cluster, record))
     if record.ended is None and all(s.ended_here for s in states.values()):
         record = finish_record(cluster, record, states)
     return record, states

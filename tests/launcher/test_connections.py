@@ -12,6 +12,7 @@ from gpufleet.inventory import Inventory, InventoryHost
 from gpufleet.launcher.connections import (
     GroupResult,
     HostConnections,
+    answered,
     check_known_hosts,
     describe_connect_error,
 )
@@ -62,6 +63,13 @@ def test_an_unreachable_host_is_named_and_nothing_opens(tmp_path: Path) -> None:
         pytest.param(paramiko.AuthenticationException("x"), "key was refused", id="auth"),
         pytest.param(TimeoutError("timed out"), "timed out", id="timeout"),
         pytest.param(ConnectionRefusedError(111, "refused"), "connection refused", id="refused"),
+        pytest.param(
+            paramiko.ssh_exception.NoValidConnectionsError(
+                {("10.0.0.1", 22): ConnectionRefusedError(111, "x")}
+            ),
+            "connection refused",
+            id="refused-as-paramiko-says-it",
+        ),
     ],
 )
 def test_connect_errors_say_what_to_do(error: BaseException, needle: str) -> None:
@@ -149,3 +157,11 @@ def test_a_group_result_keeps_every_hosts_result_or_error() -> None:
     with pytest.raises(GpufleetError, match="b: ValueError: boom"):
         group.raise_first()
     assert GroupResult(results={"a": 1}).raise_first() == {"a": 1}
+
+
+def test_a_refused_connect_counts_as_an_answer_a_timeout_does_not() -> None:
+    refused = paramiko.ssh_exception.NoValidConnectionsError(
+        {("10.0.0.1", 22): ConnectionRefusedError(111, "x")}
+    )
+    assert answered(refused) and answered(ConnectionRefusedError(111, "x"))
+    assert not answered(TimeoutError("timed out"))
