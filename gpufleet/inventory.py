@@ -105,7 +105,22 @@ def load_inventory(folder: Path) -> Inventory:
         text = path.read_text()
     except PermissionError:
         raise _unreadable(path) from None
+    except UnicodeDecodeError:
+        raise GpufleetError(f"{path}: not text (the file is damaged); {_REWRITE}") from None
     try:
-        return Inventory.model_validate(json.loads(text))
-    except (ValueError, ValidationError) as error:
-        raise GpufleetError(f"{path}: not a valid inventory: {error}") from None
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise GpufleetError(
+            f"{path}, line {error.lineno} column {error.colno}: not valid JSON ({error.msg}); {_REWRITE}"
+        ) from None
+    try:
+        return Inventory.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise GpufleetError(f"{path}: not a valid inventory ({problems}); {_REWRITE}") from None
+
+
+_REWRITE = "re-run gpufleet up (local) or gpufleet inventory (Pulumi) to rewrite it"

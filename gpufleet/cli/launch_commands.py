@@ -17,9 +17,9 @@ from rich.table import Table
 from gpufleet.cli.common import FileOption, StackOption, console, err_console, load_cli_spec
 from gpufleet.errors import EXIT_FAILED, GpufleetError
 from gpufleet.inventory import load_inventory, state_dir
+from gpufleet.launcher.cluster import Cluster
 from gpufleet.launcher.connections import HostConnections
 from gpufleet.launcher.jobs import (
-    Cluster,
     LogFollower,
     find_run,
     follow_run,
@@ -40,13 +40,33 @@ RunArgument = Annotated[str | None, typer.Argument(help="Run name (default: the 
 
 
 @contextmanager
-def open_cluster(stack: str | None, file: Path | None) -> Iterator[Cluster]:
-    """Spec + inventory + one SSH connection per host, reused by every step of the command."""
+def open_cluster(stack: str | None, file: Path | None, require_all: bool = True) -> Iterator[Cluster]:
+    """Spec + inventory + one SSH connection per host, reused by every step of the command.
+
+    ``require_all``: commands that start something need every host; the others
+    (status, logs, stop) act on the hosts they reach and name the rest.
+    """
     _, spec = load_cli_spec(stack, file, quiet=True)
     folder = state_dir(find_project_root(), spec.name)
     inventory = load_inventory(folder)
-    with HostConnections(inventory, folder) as hosts:
-        yield Cluster(spec, inventory, hosts)
+    with HostConnections(inventory, folder, require_all=require_all) as hosts:
+        cluster = Cluster(spec, inventory, hosts)
+        for name, why in cluster.unreachable.items():
+            host = inventory.host(name)
+            err_console.print(
+                f"cannot reach {name} ({host.ssh_address}:{host.ssh_port}): {why}; "
+                "acting on the other hosts, showing it as unreachable",
+                style="yellow",
+                highlight=False,
+                soft_wrap=True,
+            )
+        yield cluster
+
+
+def _unreachable_exit(cluster: Cluster) -> None:
+    """Exit 1 when a host could not be reached (the command did what it could on the others)."""
+    if cluster.unreachable:
+        raise typer.Exit(1)
 
 
 def _print_line(line: str) -> None:
@@ -77,18 +97,32 @@ def _summary(record: RunRecord, cluster: Cluster) -> int:
     where = record.run_dir[cluster.names[0]]
     took = f"{(record.ended or time.time()) - record.started:.1f} s"
     if record.state == "succeeded":
-        console.print(f"run {record.run} succeeded on {len(record.hosts)} hosts in {took}", style="green")
+        finished = record.finished_hosts or record.hosts
+        console.print(
+            f"run {record.run} succeeded on {len(finished)} of {len(record.hosts)} hosts in {took}"
+            + (f" ({', '.join(finished)})" if len(finished) < len(record.hosts) else ""),
+            style="green",
+            highlight=False,
+        )
+        if record.why:
+            console.print(record.why, highlight=False, soft_wrap=True)
         code = 0
     else:
         failed = record.first_failed
         code = EXIT_FAILED  # the script's own exit code is printed, not passed on (2 means bad input)
         if failed:
             exit_code = record.exit_codes.get(failed)
+            how = (
+                f"host {failed} was lost ({record.why})"
+                if failed in record.lost_hosts
+                else f"host {failed} failed first (exit {exit_code})"
+            )
             err_console.print(
-                f"run {record.run} {record.state}: host {failed} failed first (exit {exit_code}); "
-                f"the run was stopped on every host. Last lines of {failed}'s log:",
+                f"run {record.run} {record.state}: {how}; the run was stopped on every reachable "
+                f"host. Last lines of {failed}'s log:",
                 style="red",
                 highlight=False,
+                soft_wrap=True,
             )
             err_console.print(log_tail(cluster, record, failed), highlight=False, markup=False)
         else:
@@ -176,7 +210,7 @@ def logs(
     ] = False,
 ) -> None:
     """Print a run's logs from every host, prefixed with the host name (and rank)."""
-    with open_cluster(stack, file) as cluster:
+    with open_cluster(stack, file, require_all=False) as cluster:
         record = find_run(cluster, run)
         if follow and record.ended is None:
             try:
@@ -184,7 +218,9 @@ def logs(
             except KeyboardInterrupt:
                 return  # the run goes on; only watching stops
             raise typer.Exit(_summary(record, cluster))
-        LogFollower(cluster, record, _print_line).poll(final=True)
+        for name, error in LogFollower(cluster, record, _print_line).poll(final=True).items():
+            err_console.print(f"{name}: log not read: {error}", style="yellow", highlight=False)
+        _unreachable_exit(cluster)
 
 
 def status(
@@ -194,7 +230,7 @@ def status(
     limit: Annotated[int, typer.Option(help="How many recent runs to show.")] = 10,
 ) -> None:
     """Recent runs with their state on every host."""
-    with open_cluster(stack, file) as cluster:
+    with open_cluster(stack, file, require_all=False) as cluster:
         records = [find_run(cluster, run)] if run else list_runs(cluster)[:limit]
         if not records:
             console.print(f"no runs on cluster {cluster.spec.name} yet")
@@ -205,11 +241,12 @@ def status(
         for record in records:
             if record.ended is None:
                 record, states = refresh_run(cluster, record)
-                per_host = [str(states[name].get("state", "?")) for name in cluster.names]
+                per_host = [states[name].state if name in states else "?" for name in cluster.names]
             else:
                 per_host = [_host_cell(record, name) for name in cluster.names]
             table.add_row(record.run, record.started_text(), record.ended_text(), record.state, *per_host)
         console.print(table)
+        _unreachable_exit(cluster)
 
 
 def _host_cell(record: RunRecord, name: str) -> str:
@@ -220,7 +257,24 @@ def _host_cell(record: RunRecord, name: str) -> str:
 
 def stop(run: RunArgument = None, stack: StackOption = None, file: FileOption = None) -> None:
     """Stop a run (default: the latest) on every host: its process groups and every worker."""
-    with open_cluster(stack, file) as cluster:
+    with open_cluster(stack, file, require_all=False) as cluster:
         record = find_run(cluster, run)
         record = stop_run(cluster, record)
-    console.print(f"run {record.run}: {record.state} on every host", highlight=False)
+        missed = [
+            name
+            for name in cluster.names
+            if name in cluster.unreachable or record.host_states.get(name) == "unreachable"
+        ]
+        if not missed:
+            console.print(f"run {record.run}: {record.state} on every host", highlight=False)
+            return
+        done = [name for name in cluster.names if name not in missed]
+        err_console.print(
+            f"run {record.run}: stopped on {', '.join(done)}; not on {', '.join(missed)} (unreachable: "
+            "its processes could not be stopped from here; a host cut off from the others stops its "
+            "own workers after training.host_timeout_s)",
+            style="yellow",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)

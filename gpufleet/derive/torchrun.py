@@ -19,6 +19,13 @@ from gpufleet.spec.models import ClusterSpec, HostSpec
 # long instead of torch's 600 s join default.
 DEFAULT_JOIN_TIMEOUT_S = 120
 DEFAULT_READ_TIMEOUT_S = 60
+# A node whose rendezvous keep-alive stops counts as dead after interval x attempts
+# (torch's default: 5 s x 3). A job re-forms on the survivors only once the dead node
+# is out of the rendezvous, so this bounds how soon an elastic job trains again.
+KEEP_ALIVE_INTERVAL_S = 2
+KEEP_ALIVE_MAX_ATTEMPT = 3
+# With fewer than --nnodes MAX hosts, a round waits this long for more to join.
+LAST_CALL_TIMEOUT_S = 5
 # torch expands ${rank} per worker line: "[rank3]: ..." in the host's log.
 LOG_LINE_PREFIX = "[rank${rank}]:"
 
@@ -49,6 +56,17 @@ def rdzv_endpoint(spec: ClusterSpec) -> str:
     return f"{address}:{spec.network.rdzv_port}"
 
 
+def min_hosts(spec: ClusterSpec) -> int:
+    """The fewest hosts the job continues on (``training.min_hosts``; default every host)."""
+    return spec.training.min_hosts or len(spec.hosts)
+
+
+def nnodes(spec: ClusterSpec) -> str:
+    """``N``, or ``MIN:MAX`` when the job may continue on fewer hosts (elastic)."""
+    low, high = min_hosts(spec), len(spec.hosts)
+    return str(high) if low == high else f"{low}:{high}"
+
+
 def nproc_for(spec: ClusterSpec, host: HostSpec, override: int | None = None) -> int:
     return override if override is not None else host_slots(spec, host)
 
@@ -76,13 +94,15 @@ def torchrun_command(
     """
     is_host = host.name == spec.hosts[0].name
     rdzv_conf = (
-        f"join_timeout={run.join_timeout_s},read_timeout={run.read_timeout_s},is_host={str(is_host).lower()}"
+        f"join_timeout={run.join_timeout_s},read_timeout={run.read_timeout_s},"
+        f"last_call_timeout={LAST_CALL_TIMEOUT_S},keep_alive_interval={KEEP_ALIVE_INTERVAL_S},"
+        f"keep_alive_max_attempt={KEEP_ALIVE_MAX_ATTEMPT},is_host={str(is_host).lower()}"
     )
     argv = (
         python,
         "-m",
         "torch.distributed.run",
-        f"--nnodes={len(spec.hosts)}",
+        f"--nnodes={nnodes(spec)}",
         f"--nproc-per-node={nproc_for(spec, host, run.nproc_per_node)}",
         "--rdzv-backend=c10d",
         f"--rdzv-endpoint={rdzv_endpoint(spec)}",
@@ -100,6 +120,12 @@ def torchrun_command(
             "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": LOG_LINE_PREFIX,
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+            # Without this, every restart's workers meet in the one store the rendezvous
+            # host created for the first round, under the same keys: a restarted rank can
+            # read the address a dead rank of the last attempt left there and fail
+            # ("Gloo connectFullMesh failed ... Connection refused"). Off, each round's
+            # rank 0 serves a fresh store on a fresh port (MASTER_PORT).
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
             "GPUFLEET_RUN": run.run_id,
             "GPUFLEET_RUN_DIR": run.run_dir,
             "GPUFLEET_HOST": host.name,

@@ -3,107 +3,90 @@
 The job runs detached on every host (the agent's supervisor, its own session);
 the controller only starts it, then watches the hosts' state files and logs over
 the open connections. Gang semantics: the first host that fails stops the run
-everywhere (the supervisors also watch each other through a shared run folder,
-so this holds when no controller is watching).
+everywhere (the supervisors also watch each other, through heartbeats and a
+shared run folder, so this holds when no controller is watching).
+
+A host whose SSH connection drops is retried every second: if it refuses (it
+is up but its sshd is gone) it is lost at once; if it stays silent it is lost
+after ``training.host_timeout_s``. A lost host stops the run on every
+reachable host, unless ``training.min_hosts`` hosts remain (and the
+rendezvous host is not the one lost): then the job re-forms on them.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from gpufleet.derive.torchrun import RunSettings, nproc_for, run_tag, torchrun_command
+from pydantic import ValidationError
+
+from gpufleet.derive.torchrun import RunSettings, min_hosts, nproc_for, run_tag, torchrun_command
 from gpufleet.errors import GpufleetError
-from gpufleet.inventory import Inventory
-from gpufleet.launcher.connections import CONNECTION_ERRORS, HostConnections, connection_lost
-from gpufleet.launcher.remote import agent_command, shell_command
+from gpufleet.launcher.cluster import Cluster
+from gpufleet.launcher.connections import (
+    CONNECTION_ERRORS,
+    ConnectionLost,
+    GroupResult,
+    answered,
+    connection_lost,
+    describe_connect_error,
+)
+from gpufleet.launcher.remote import shell_command
 from gpufleet.launcher.runs import (
     HOME_RUNS_ROOT,
     RECORD_FILE,
-    RUNS_FOLDER,
-    RunLocation,
+    HostState,
     RunRecord,
     check_run_name,
     code_archive,
     first_failed,
     new_run_id,
-    run_location,
     spec_hash,
     summarize_states,
 )
-from gpufleet.spec.models import ClusterSpec
+
+__all__ = ["Cluster", "follow_run", "start_run", "stop_run"]
 
 POLL_S = 0.25
-STATUS_EVERY_POLLS = 16  # every ~4 s: how often to ask whether a silent supervisor is still alive
+STATUS_EVERY_S = 4.0  # how often to ask whether a silent supervisor is still alive
 STOP_GRACE_S = 8
+RECONNECT_EVERY_S = 1.0
+RECONNECT_TIMEOUT_S = 3.0
+STATUS_TIMEOUT_S = 10.0
 DEFAULT_MAX_SECONDS = 7 * 24 * 3600
 TAIL_LINES = 20
+BEAT_PORT_OFFSET = 1  # the supervisors' heartbeats: UDP on the rendezvous port + 1
 
 Writer = Callable[[str], None]
-
-
-@dataclass
-class Cluster:
-    """A spec, its inventory, and open connections to every host."""
-
-    spec: ClusterSpec
-    inventory: Inventory
-    hosts: HostConnections
-    location: RunLocation = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.location = run_location(self.spec)
-        spec_hosts = [host.name for host in self.spec.hosts]
-        if sorted(spec_hosts) != sorted(self.inventory_names()):
-            raise GpufleetError(
-                f"the spec's hosts ({', '.join(spec_hosts)}) differ from the inventory's "
-                f"({', '.join(self.inventory_names())}): re-run gpufleet up / gpufleet inventory"
-            )
-
-    def inventory_names(self) -> list[str]:
-        return [host.name for host in self.inventory.hosts]
-
-    @property
-    def names(self) -> list[str]:
-        return [host.name for host in self.spec.hosts]
-
-    def python(self, name: str) -> str:
-        return self.inventory.host(name).python
-
-    def agent(self, name: str, *args: str, timeout: float | None = 60) -> dict[str, object]:
-        result = self.hosts.run(name, agent_command(self.python(name), *args), timeout=timeout)
-        try:
-            data = json.loads(result.stdout.strip().splitlines()[-1]) if result.stdout.strip() else None
-        except ValueError:
-            data = None
-        if not result.ok or not isinstance(data, dict):
-            raise GpufleetError(
-                f"{name}: the launcher's helper failed: {(result.stderr or result.stdout).strip()}"
-            )
-        if "error" in data:
-            raise GpufleetError(f"{name}: {data['error']}")
-        return data
-
-    def run_roots(self) -> dict[str, str]:
-        """The runs root per host; a home-folder root resolved to an absolute path."""
-        if self.location.shared:
-            return {name: self.location.root for name in self.names}
-
-        def home(name: str) -> str:
-            return str(PurePosixPath(self.hosts.sftp(name).normalize(".")) / RUNS_FOLDER)
-
-        return self.hosts.each(home, self.names)
-
-    def record_hosts(self) -> list[str]:
-        """Where run.json lives: host 0 only on a shared folder, else every host."""
-        return self.names[:1] if self.location.shared else self.names
+# A read that raises one of these lost the host; any other OSError is a missing file.
+READ_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *CONNECTION_ERRORS)
 
 
 # -- starting -------------------------------------------------------------------------------
+
+
+def agent_config(cluster: Cluster, run_id: str, run_dir: str, name: str, max_seconds: int) -> str:
+    """What the host's supervisor needs to know: where, who its peers are, when a peer is lost."""
+    spec = cluster.spec
+    return json.dumps(
+        {
+            "run_dir": run_dir,
+            "host": name,
+            "run": run_id,
+            "tag": run_tag(spec.name, run_id, spec.host(name)),
+            "max_s": max_seconds,
+            "peers": {host.name: host.address for host in spec.hosts},
+            "beat_port": spec.network.rdzv_port + BEAT_PORT_OFFSET,
+            "host_timeout_s": spec.training.host_timeout_s,
+            "min_hosts": min_hosts(spec),
+            "rdzv_host": spec.hosts[0].name,
+        }
+    )
 
 
 def start_run(
@@ -161,6 +144,7 @@ def start_run(
         run_dir=run_dirs,
         shared=cluster.location.shared,
         started=time.time(),
+        min_hosts=min_hosts(spec),
     )
 
     def prepare(name: str) -> None:
@@ -180,47 +164,27 @@ def start_run(
         cluster.agent(name, "unpack", run_dir)
         write_record(cluster, record, [name])
 
-    _raise_first(cluster.hosts.each(_capture(prepare), cluster.record_hosts()))
+    cluster.hosts.each(prepare, cluster.record_hosts()).raise_first()
 
     def launch(name: str) -> None:
         command = commands[name]
         argv = ["env", *(f"{key}={value}" for key, value in command.env.items()), *command.argv]
-        tag = run_tag(spec.name, run_id, spec.host(name))
-        cluster.agent(name, "start", run_dirs[name], name, tag, str(max_seconds), "--", *argv)
+        config = agent_config(cluster, run_id, run_dirs[name], name, max_seconds)
+        cluster.agent(name, "start", config, "--", *argv)
 
     try:
-        results = cluster.hosts.each(_capture(launch))
+        results = cluster.hosts.each(launch, cluster.names)
     except BaseException:
-        # Ctrl-C / SIGTERM (or a dropped connection) mid-launch: some hosts may have started.
+        # Ctrl-C / SIGTERM mid-launch: some hosts may have started.
         stop_run(cluster, record)
         raise
-    failures = {host: error for host, error in results.items() if error}
-    if failures:
+    if results.errors:
         stop_run(cluster, record)
         raise GpufleetError(
             "could not start on every host, so the run was stopped everywhere: "
-            + "; ".join(str(error) for error in failures.values())
+            + "; ".join(str(error) for error in results.errors.values())
         )
     return record
-
-
-def _capture(work: Callable[[str], None]) -> Callable[[str], Exception | None]:
-    def wrapped(name: str) -> Exception | None:
-        try:
-            work(name)
-        except Exception as error:  # reported per host by the caller
-            return error
-        return None
-
-    return wrapped
-
-
-def _raise_first(errors: dict[str, Exception | None]) -> None:
-    for error in errors.values():
-        if isinstance(error, GpufleetError):
-            raise error
-        if error is not None:
-            raise GpufleetError(f"{type(error).__name__}: {error}")
 
 
 def write_record(cluster: Cluster, record: RunRecord, names: list[str] | None = None) -> None:
@@ -235,7 +199,7 @@ def write_record(cluster: Cluster, record: RunRecord, names: list[str] | None = 
             handle.write(data)
         sftp.posix_rename(tmp, f"{run_dir}/{RECORD_FILE}")
 
-    _raise_first(cluster.hosts.each(_capture(put), names or cluster.record_hosts()))
+    cluster.hosts.each(put, names or cluster.record_hosts()).raise_first()
 
 
 # -- watching -------------------------------------------------------------------------------
@@ -245,7 +209,7 @@ def _read_json(cluster: Cluster, name: str, path: str) -> dict[str, object]:
     try:
         with cluster.hosts.sftp(name).open(path, "rb") as handle:
             data = json.loads(handle.read())
-    except CONNECTION_ERRORS as error:
+    except READ_ERRORS as error:
         raise connection_lost(name, error) from error
     except (OSError, ValueError):
         return {}
@@ -260,9 +224,37 @@ def host_log_file(record: RunRecord, name: str) -> str:
     return f"{record.run_dir[name]}/logs/{name}.log"
 
 
-def host_states(cluster: Cluster, record: RunRecord) -> dict[str, dict[str, object]]:
-    """Each host's state as the agent sees it (checks that running supervisors are alive)."""
-    return cluster.hosts.each(lambda name: cluster.agent(name, "status", record.run_dir[name], name))
+def parse_state(data: dict[str, object]) -> HostState | None:
+    """A state file or agent answer as a HostState; None when it is not one (yet)."""
+    try:
+        return HostState.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def read_state(cluster: Cluster, record: RunRecord, name: str) -> HostState | None:
+    """The host's state file, read over SFTP (no process started on the host)."""
+    return parse_state(_read_json(cluster, name, host_state_file(record, name)))
+
+
+def agent_state(cluster: Cluster, record: RunRecord, name: str) -> HostState:
+    """The host's state as the agent sees it (it checks that a running supervisor is alive)."""
+    data = cluster.agent(name, "status", record.run_dir[name], name, timeout=STATUS_TIMEOUT_S)
+    state = parse_state(data)
+    if state is None:
+        raise GpufleetError(f"{name}: the launcher's helper answered no host state: {data}")
+    return state
+
+
+def host_states(cluster: Cluster, record: RunRecord) -> dict[str, HostState]:
+    """Every host's state: the reachable ones as the agent sees them, the others ``unreachable``."""
+    group = cluster.hosts.each(lambda name: agent_state(cluster, record, name), cluster.reachable)
+    states = dict(group.results)
+    for name, error in group.errors.items():
+        states[name] = HostState(state="unreachable", reason=str(error))
+    for name, why in cluster.unreachable.items():
+        states.setdefault(name, HostState(state="unreachable", reason=why))
+    return {name: states[name] for name in cluster.names if name in states}
 
 
 @dataclass
@@ -281,18 +273,21 @@ class LogFollower:
             with self.cluster.hosts.sftp(name).open(host_log_file(self.record, name), "rb") as handle:
                 handle.seek(offset)
                 data: bytes = handle.read()
-        except CONNECTION_ERRORS as error:
+        except READ_ERRORS as error:
             raise connection_lost(name, error) from error
         except OSError:
             return b""
         self.offsets[name] = offset + len(data)
         return data
 
-    def poll(self, final: bool = False) -> None:
-        chunks = self.cluster.hosts.each(self._read_new)
+    def poll(self, names: list[str] | None = None, final: bool = False) -> dict[str, Exception]:
+        """Write what is new on ``names`` (default: every reachable host); the hosts that failed."""
+        chunks = self.cluster.hosts.each(
+            self._read_new, names if names is not None else self.cluster.reachable
+        )
         width = max(len(name) for name in self.cluster.names)
         for name in self.cluster.names:
-            data = self.partial.pop(name, b"") + chunks.get(name, b"")
+            data = self.partial.pop(name, b"") + chunks.results.get(name, b"")
             lines = data.split(b"\n")
             rest = lines.pop()
             if rest and final:
@@ -301,9 +296,12 @@ class LogFollower:
                 self.partial[name] = rest
             for line in lines:
                 self.write(f"{name:<{width}} | {line.decode('utf-8', 'replace')}")
+        return chunks.errors
 
 
 def log_tail(cluster: Cluster, record: RunRecord, name: str, lines: int = TAIL_LINES) -> str:
+    if name not in cluster.reachable:
+        return f"(log not readable: {name} is unreachable)"
     try:
         sftp = cluster.hosts.sftp(name)
         path = host_log_file(record, name)
@@ -311,11 +309,90 @@ def log_tail(cluster: Cluster, record: RunRecord, name: str, lines: int = TAIL_L
         with sftp.open(path, "rb") as handle:
             handle.seek(max(0, size - 16384))
             text = handle.read().decode("utf-8", "replace")
-    except CONNECTION_ERRORS as error:
+    except READ_ERRORS as error:
         raise connection_lost(name, error) from error
     except OSError:
         return "(no log)"
     return "\n".join(text.splitlines()[-lines:])
+
+
+class HostWatch:
+    """Which hosts answer: a host that drops is retried; refusing or silent too long, it is lost."""
+
+    def __init__(self, cluster: Cluster, timeout_s: float) -> None:
+        self.cluster = cluster
+        self.timeout_s = timeout_s
+        now = time.monotonic()
+        self.last_ok = dict.fromkeys(cluster.names, now)
+        self.lost: dict[str, str] = {}
+        self._attempts: dict[str, float] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._outcome: dict[str, BaseException | None] = {}
+        for name in cluster.unreachable:
+            self.last_ok[name] = now
+
+    def ok(self, name: str) -> None:
+        self.last_ok[name] = time.monotonic()
+
+    def failed(self, name: str, error: BaseException) -> None:
+        """A call to ``name`` failed: drop its connection (it will be retried)."""
+        detail = error.detail if isinstance(error, ConnectionLost) else str(error)
+        self.cluster.hosts.drop(name, detail)
+
+    def _reconnect(self, name: str) -> None:
+        self._outcome[name] = self.cluster.hosts.reconnect(name, RECONNECT_TIMEOUT_S)
+
+    def check(self) -> list[str]:
+        """Retry the unreachable hosts; the ones that count as lost from now on."""
+        now = time.monotonic()
+        found = []
+        for name in list(self.cluster.unreachable):
+            if name in self.lost:
+                continue
+            thread = self._threads.get(name)
+            if thread is not None and not thread.is_alive():
+                del self._threads[name]
+                outcome = self._outcome.pop(name, None)
+                if outcome is None:
+                    self.ok(name)
+                    continue
+                if answered(outcome):
+                    self.lost[name] = (
+                        f"its SSH connection dropped and it refuses new ones ({describe_connect_error(outcome)})"
+                    )
+                    found.append(name)
+                    continue
+            if now - self.last_ok[name] >= self.timeout_s:
+                self.lost[name] = f"not heard from for {self.timeout_s:.0f} s (training.host_timeout_s)"
+                found.append(name)
+                continue
+            if name not in self._threads and now - self._attempts.get(name, 0.0) >= RECONNECT_EVERY_S:
+                self._attempts[name] = now
+                thread = threading.Thread(target=self._reconnect, args=(name,), daemon=True)
+                self._threads[name] = thread
+                thread.start()
+        return found
+
+
+def _gang_stop_trigger(states: dict[str, HostState], names: list[str], need: int) -> str | None:
+    """The host whose end stops the run everywhere, if any.
+
+    The first failed host; a lost (or fenced) host only when fewer than
+    ``need`` hosts remain or it is the rendezvous host (``names[0]``); else a
+    stopped one.
+    """
+    failed = first_failed({name: s for name, s in states.items() if s.state == "failed"})
+    if failed:
+        return failed
+    gone = sorted(
+        (s.ended or 0.0, name)
+        for name, s in states.items()
+        if s.state == "lost" or (s.fenced and s.state == "stopped")
+    )
+    if gone and (len(names) - len(gone) < need or any(name == names[0] for _, name in gone)):
+        return gone[0][1]
+    stopped = sorted(name for name, s in states.items() if s.state in ("stopped", "missing") and not s.fenced)
+    return stopped[0] if stopped else None
 
 
 def follow_run(
@@ -326,34 +403,52 @@ def follow_run(
 ) -> RunRecord:
     """Wait for the run to end on every host (streaming logs when ``write``), enforcing gang stop."""
     follower = LogFollower(cluster, record, write) if write else None
-    states: dict[str, dict[str, object]] = {}
+    say = write or (lambda _line: None)
+    watch = HostWatch(cluster, cluster.spec.training.host_timeout_s)
+    need = record.min_hosts or len(cluster.names)
+    states: dict[str, HostState] = {}
     stopping = False
-    polls = 0
+    last_status = time.monotonic()
     while True:
+        live = [name for name in cluster.reachable if name not in states]
         if follower:
-            follower.poll()
+            for name, error in follower.poll(live).items():
+                watch.failed(name, error)
+        live = [name for name in cluster.reachable if name not in states]
+        files = cluster.hosts.each(lambda name: read_state(cluster, record, name), live)
+        for name, error in files.errors.items():
+            watch.failed(name, error)
+        for name, state in files.results.items():
+            watch.ok(name)
+            if state is not None and state.ended_here:
+                states[name] = state
+        if time.monotonic() - last_status >= STATUS_EVERY_S:
+            last_status = time.monotonic()
+            ask = [name for name in cluster.reachable if name not in states]
+            answers = cluster.hosts.each(lambda name: agent_state(cluster, record, name), ask)
+            for name, error in answers.errors.items():
+                watch.failed(name, error)
+            for name, state in answers.results.items():
+                if state.state in ("lost", "missing"):
+                    states[name] = state.model_copy(update={"ended": state.ended or time.time()})
+        for name in watch.check():
+            states[name] = HostState(state="lost", reason=watch.lost[name], ended=time.time())
+            remaining = len(cluster.names) - sum(1 for s in states.values() if s.state == "lost")
+            if name != cluster.names[0] and remaining >= need and not stopping:
+                say(
+                    f"gpufleet: host {name} lost: {watch.lost[name]}; the job re-forms on the "
+                    f"{remaining} hosts left (training.min_hosts: {need})"
+                )
+            else:
+                say(f"gpufleet: host {name} lost: {watch.lost[name]}")
         pending = [name for name in cluster.names if name not in states]
-        files = cluster.hosts.each(
-            lambda name: _read_json(cluster, name, host_state_file(record, name)), pending
-        )
-        for name, data in files.items():
-            if data.get("exit_code") is not None:
-                states[name] = _with_state(data)
-        polls += 1
-        pending = [name for name in cluster.names if name not in states]
-        if pending and polls % STATUS_EVERY_POLLS == 0:
-            for name, data in host_states(cluster, record).items():
-                if data.get("state") in ("lost", "missing") and name in pending:
-                    states[name] = data
-            pending = [name for name in cluster.names if name not in states]
-        trigger = _gang_stop_trigger(states)
+        trigger = _gang_stop_trigger(states, cluster.names, need)
         if trigger and not stopping and pending:
             stopping = True
-            if write:
-                write(f"gpufleet: host {trigger} {states[trigger]['state']}; stopping the run on every host")
-            # Every host, not only the pending ones: a lost host's supervisor died but its
-            # torchrun may live on (stop is harmless where the run already ended).
-            _stop_hosts(cluster, record, cluster.names)
+            say(f"gpufleet: host {trigger} {states[trigger].state}; stopping the run on every host")
+            # Every reachable host, not only the pending ones: a lost supervisor's torchrun may
+            # live on (stop is harmless where the run already ended).
+            _stop_hosts(cluster, record, cluster.reachable)
             continue
         if not pending:
             break
@@ -363,37 +458,40 @@ def follow_run(
     return finish_record(cluster, record, states)
 
 
-def _gang_stop_trigger(states: dict[str, dict[str, object]]) -> str | None:
-    """The host whose end stops the run everywhere: the first failed or lost one, else a stopped one."""
-    failed = first_failed(states)
-    if failed:
-        return failed
-    stopped = sorted(name for name, state in states.items() if state.get("state") in ("stopped", "missing"))
-    return stopped[0] if stopped else None
+def _why(record: RunRecord, states: dict[str, HostState], state: str) -> str | None:
+    lost = [name for name, s in states.items() if s.state == "lost"]
+    finished = [name for name, s in states.items() if s.state == "succeeded"]
+    if state == "succeeded":
+        if not lost:
+            return None
+        reasons = "; ".join(f"{name}: {states[name].reason}" for name in lost)
+        return f"lost {', '.join(lost)} ({reasons}); the job re-formed and finished on {', '.join(finished)}"
+    culprit = first_failed(states) or next(
+        (name for name, s in states.items() if s.state in ("stopped", "missing", "unreachable")), None
+    )
+    if culprit is None:
+        return None
+    detail = states[culprit].reason or states[culprit].state
+    return f"host {culprit} {states[culprit].state}: {detail}"
 
 
-def _with_state(data: dict[str, object]) -> dict[str, object]:
-    code = data.get("exit_code")
-    reason = str(data.get("reason", ""))
-    state = "succeeded" if code == 0 else ("stopped" if reason.startswith("stopped") else "failed")
-    return {**data, "state": state}
-
-
-def finish_record(cluster: Cluster, record: RunRecord, states: dict[str, dict[str, object]]) -> RunRecord:
-    """Fill end time, exit codes, state and the first failed host into run.json."""
-    names = {name: str(states.get(name, {}).get("state", "missing")) for name in cluster.names}
-    codes: dict[str, int | None] = {}
-    for name in cluster.names:
-        code = states.get(name, {}).get("exit_code")
-        codes[name] = int(str(code)) if code is not None else None
-    ended = [float(str(s["ended"])) for s in states.values() if s.get("ended") is not None]
+def finish_record(cluster: Cluster, record: RunRecord, states: dict[str, HostState]) -> RunRecord:
+    """Fill end time, exit codes, states, the first failed host and why into run.json."""
+    names = {name: states[name].state if name in states else "missing" for name in cluster.names}
+    state = summarize_states(dict(names), record.min_hosts)
+    ended = [s.ended for s in states.values() if s.ended is not None]
     updated = record.model_copy(
         update={
-            "state": summarize_states(names),
-            "exit_codes": codes,
+            "state": state,
+            "exit_codes": {
+                name: states[name].exit_code if name in states else None for name in cluster.names
+            },
             "host_states": names,
-            "first_failed": first_failed(states),
+            "first_failed": None if state == "succeeded" else first_failed(states),
             "ended": max(ended) if ended else time.time(),
+            "why": _why(record, states, state),
+            "lost_hosts": [name for name in cluster.names if names[name] == "lost"],
+            "finished_hosts": [name for name in cluster.names if names[name] == "succeeded"],
         }
     )
     write_record(cluster, updated)
@@ -403,30 +501,48 @@ def finish_record(cluster: Cluster, record: RunRecord, states: dict[str, dict[st
 # -- stopping and listing -------------------------------------------------------------------
 
 
-def _stop_hosts(cluster: Cluster, record: RunRecord, names: list[str]) -> None:
-    def stop(name: str) -> None:
+def _stop_hosts(cluster: Cluster, record: RunRecord, names: list[str]) -> GroupResult[object]:
+    def stop(name: str) -> object:
         tag = run_tag(cluster.spec.name, record.run, cluster.spec.host(name))
-        cluster.agent(
+        return cluster.agent(
             name, "stop", record.run_dir[name], name, tag, str(STOP_GRACE_S), timeout=STOP_GRACE_S + 30
         )
 
-    _raise_first(cluster.hosts.each(_capture(stop), names))
+    return cluster.hosts.each(stop, names)
 
 
 def stop_run(cluster: Cluster, record: RunRecord) -> RunRecord:
-    """Stop the run's process groups on every host; nothing of it stays running."""
-    _stop_hosts(cluster, record, cluster.names)
-    states = host_states(cluster, record)
-    return finish_record(cluster, record, states)
+    """Stop the run on every reachable host; nothing of it stays running there.
+
+    Hosts that cannot be reached are recorded as ``unreachable``.
+    """
+    stopped = _stop_hosts(cluster, record, cluster.reachable)
+    for name, error in stopped.errors.items():
+        cluster.hosts.drop(name, str(error))
+    return finish_record(cluster, record, _with_lost(record, host_states(cluster, record)))
+
+
+def _with_lost(record: RunRecord, states: dict[str, HostState]) -> dict[str, HostState]:
+    """Unreachable hosts that the record or the other hosts' supervisors counted as lost stay lost."""
+    counted = set(record.lost_hosts) | {peer for s in states.values() for peer in s.lost_peers}
+    return {
+        name: HostState(state="lost", reason=f"the other hosts lost it; unreachable now ({state.reason})")
+        if state.state == "unreachable" and name in counted
+        else state
+        for name, state in states.items()
+    }
 
 
 def list_runs(cluster: Cluster) -> list[RunRecord]:
-    """Run records on host 0, newest first."""
-    first = cluster.names[0]
+    """Run records on the first reachable host, newest first."""
+    if not cluster.reachable:
+        raise GpufleetError("no host of the cluster is reachable")
+    first = cluster.reachable[0]
     root = cluster.location.root if cluster.location.shared else HOME_RUNS_ROOT
     data = cluster.agent(first, "runs", root)
+    raw_runs = data.get("runs")
     records = []
-    for raw in data.get("runs", []) or []:  # type: ignore[attr-defined]
+    for raw in raw_runs if isinstance(raw_runs, list) else []:
         try:
             records.append(RunRecord.model_validate(raw))
         except ValueError:
@@ -447,9 +563,13 @@ def find_run(cluster: Cluster, name: str | None) -> RunRecord:
     raise GpufleetError(f"no run {name!r} on cluster {cluster.spec.name!r} (latest: {known})")
 
 
-def refresh_run(cluster: Cluster, record: RunRecord) -> tuple[RunRecord, dict[str, dict[str, object]]]:
-    """Live per-host states; a run found finished gets its record completed."""
-    states = host_states(cluster, record)
-    if record.ended is None and all(s.get("state") not in ("running",) for s in states.values()):
+def refresh_run(cluster: Cluster, record: RunRecord) -> tuple[RunRecord, dict[str, HostState]]:
+    """Live per-host states; a run found finished gets its record completed.
+
+    An unreachable host that the other hosts' supervisors counted as lost is
+    recorded as lost, so a detached run's record completes without it.
+    """
+    states = _with_lost(record, host_states(cluster, record))
+    if record.ended is None and all(s.ended_here for s in states.values()):
         record = finish_record(cluster, record, states)
     return record, states

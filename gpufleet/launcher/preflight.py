@@ -345,8 +345,8 @@ def listener_kill_command(pid: object) -> str | None:
 
 def run_preflight(cluster: Any) -> PreflightReport:
     """Gather from every host (in parallel) over ``cluster.hosts`` and evaluate."""
-    from gpufleet import probe as probe_module
-    from gpufleet.launcher import hostcheck
+    from gpufleet.hostscripts import hostcheck
+    from gpufleet.hostscripts import probe as probe_module
 
     spec: ClusterSpec = cluster.spec
     names: list[str] = cluster.names
@@ -401,7 +401,7 @@ def run_preflight(cluster: Any) -> PreflightReport:
             facts = None
         return facts, _last_json(checked.stdout) or {}, offset
 
-    gathered = cluster.hosts.each(gather)
+    gathered = cluster.hosts.each(gather).raise_first()
     if listener and listener.get("pid"):
         # Free the rendezvous port now (a host that never connected would keep it
         # busy for LISTEN_SECONDS, and a run started next needs it).

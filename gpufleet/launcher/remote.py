@@ -30,7 +30,9 @@ def shell_command(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd
 
 @cache
 def agent_source() -> str:
-    return (Path(__file__).parent / "agent.py").read_text()
+    from gpufleet.hostscripts import agent
+
+    return Path(agent.__file__).read_text()
 
 
 def agent_payload(source: str) -> str:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,6 +72,42 @@ def spec_hash(spec: ClusterSpec) -> str:
     return "sha256:" + hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
 
 
+HostStateName = Literal["running", "succeeded", "failed", "stopped", "lost", "missing", "unreachable"]
+RunStateName = Literal["running", "succeeded", "failed", "stopped", "lost", "missing", "unknown"]
+ENDED_STATES: frozenset[str] = frozenset({"succeeded", "failed", "stopped", "lost"})
+
+
+class HostState(BaseModel):
+    """One host's part of a run: its state file (``hosts/<host>.json``), as the agent reports it.
+
+    The agent decides ``state`` (once, when the job ends there); ``lost`` is a
+    host whose supervisor is gone or that went unheard for
+    ``training.host_timeout_s``; ``unreachable`` a host this command could not
+    reach over SSH.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: HostStateName
+    host: str | None = None
+    pid: int | None = None
+    tag: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    exit_code: int | None = None
+    reason: str = ""
+    failed_at: float | None = Field(
+        default=None, description="When this host's first worker exited (the failure began)."
+    )
+    fenced: bool = Field(default=False, description="It stopped itself: it could reach no other host.")
+    lost_peers: list[str] = Field(default_factory=list)
+    log_bytes: int | None = None
+
+    @property
+    def ended_here(self) -> bool:
+        return self.state in ENDED_STATES
+
+
 class RunRecord(BaseModel):
     """``run.json`` in the run folder: what ran where, and how it ended."""
 
@@ -91,10 +128,16 @@ class RunRecord(BaseModel):
     shared: bool
     started: float
     ended: float | None = None
-    state: str = "running"
+    state: RunStateName = "running"
     exit_codes: dict[str, int | None] = Field(default_factory=dict)
-    host_states: dict[str, str] = Field(default_factory=dict)
+    host_states: dict[str, HostStateName] = Field(default_factory=dict)
     first_failed: str | None = None
+    why: str | None = Field(default=None, description="How the run ended, when it did not simply succeed.")
+    lost_hosts: list[str] = Field(default_factory=list, description="Hosts that were lost during the run.")
+    finished_hosts: list[str] = Field(
+        default_factory=list, description="Hosts on which the job finished (succeeded)."
+    )
+    min_hosts: int | None = Field(default=None, description="training.min_hosts of the run.")
 
     def started_text(self) -> str:
         return _format_time(self.started)
@@ -107,21 +150,42 @@ def _format_time(stamp: float) -> str:
     return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def summarize_states(states: dict[str, str]) -> str:
-    """The run's state from its hosts' states (failed beats stopped beats running ...)."""
+def summarize_states(states: dict[str, str], min_hosts: int | None = None) -> RunStateName:
+    """The run's state from its hosts' states (failed beats stopped beats running ...).
+
+    With ``min_hosts``: a run whose lost hosts left at least that many hosts
+    that all succeeded succeeded (the job re-formed on them).
+    """
     values = set(states.values())
-    for state in ("failed", "lost", "stopped", "running", "missing"):
+    finished = [name for name, state in states.items() if state == "succeeded"]
+    if min_hosts is not None and values <= {"succeeded", "lost"} and len(finished) >= min_hosts:
+        return "succeeded"
+    if values & {"failed", "lost"}:
+        return "failed"
+    for state in ("stopped", "running", "missing"):
         if state in values:
             return state
+    if "unreachable" in values:
+        return "running"  # not known to have ended
     return "succeeded" if values == {"succeeded"} else "unknown"
 
 
-def first_failed(host_states: dict[str, dict[str, object]]) -> str | None:
-    """The host whose failure came first (earliest end among hosts that failed, not those stopped)."""
+def first_failed(host_states: dict[str, HostState]) -> str | None:
+    """The host where the failure began; never one that was only stopped.
+
+    A lost host comes first (the others' workers fail because it is gone, and a
+    lost host cannot say when it died). Otherwise the failed host whose first
+    worker exited earliest: the peers' workers die of that exit a little later.
+    """
+    lost = [
+        (state.ended or time.time(), name) for name, state in host_states.items() if state.state == "lost"
+    ]
+    if lost:
+        return min(lost)[1]
     failed = [
-        (float(str(state.get("ended") or time.time())), name)
+        (state.failed_at or state.ended or time.time(), name)
         for name, state in host_states.items()
-        if state.get("state") == "failed" or state.get("state") == "lost"
+        if state.state == "failed"
     ]
     return min(failed)[1] if failed else None
 

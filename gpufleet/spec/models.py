@@ -370,7 +370,28 @@ class TrainingSpec(SpecModel):
         default="auto",
         description="Worker processes per host; 'auto' = the host's GPU count (1 on CPU hosts).",
     )
-    max_restarts: int = Field(default=0, ge=0, le=100, description="torchrun --max-restarts.")
+    max_restarts: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="torchrun --max-restarts: how often a failed worker group is restarted (every "
+        "host's workers, resuming from the script's checkpoint).",
+    )
+    host_timeout_s: int = Field(
+        default=30,
+        ge=3,
+        le=3600,
+        description="Seconds a host may go unheard (by the controller and by the other hosts' "
+        "supervisors) before it counts as lost; a host that hears no other host for this long "
+        "stops its own workers (fencing).",
+    )
+    min_hosts: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fewest hosts the job may continue on (torchrun --nnodes=MIN:MAX); losing hosts "
+        "down to this many re-forms the job on the survivors. Default: every host (any lost host "
+        "stops the run). Below the host count it needs max_restarts >= 1.",
+    )
 
     @field_validator("nproc_per_node", mode="before")
     @classmethod
@@ -706,11 +727,30 @@ def _shares_apart(spec: ClusterSpec) -> Iterator[Issue]:
             below.setdefault(above, []).append(index)
 
 
+def _min_hosts_fits(spec: ClusterSpec) -> Iterator[Issue]:
+    training = spec.training
+    if training.min_hosts is None:
+        return
+    if training.min_hosts > len(spec.hosts):
+        yield (
+            "training.min_hosts",
+            f"is {training.min_hosts}, but the cluster has {len(spec.hosts)} hosts; use at most "
+            f"{len(spec.hosts)}",
+        )
+    elif training.min_hosts < len(spec.hosts) and training.max_restarts < 1:
+        yield (
+            "training.min_hosts",
+            f"is {training.min_hosts} (fewer than the {len(spec.hosts)} hosts), which needs "
+            "training.max_restarts >= 1: re-forming the job on the survivors is a torchrun restart",
+        )
+
+
 CLUSTER_RULES: tuple[Callable[[ClusterSpec], Iterator[Issue]], ...] = (
     _reasons_name_set_keys,
     _every_host,
     _distinct_ports,
     _shares_apart,
+    _min_hosts_fits,
 )
 
 

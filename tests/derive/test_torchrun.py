@@ -103,3 +103,58 @@ def test_the_inventorys_nccl_env_replaces_the_spec_only_derivation() -> None:
     assert {k: env[k] for k in probed} == probed
     assert "NCCL_IB_DISABLE" not in env
     assert env["GPUFLEET_RUN"] == "train-1"
+
+
+def _with_training(spec: ClusterSpec, **training: Any) -> ClusterSpec:
+    data = spec.model_dump()
+    data["training"].update(training)
+    return ClusterSpec.model_validate(data)
+
+
+def _three_hosts(spec: ClusterSpec) -> dict[str, Any]:
+    data = spec.model_dump()
+    third = dict(
+        data["hosts"][1], name="node-2", address=data["hosts"][1]["address"].rsplit(".", 1)[0] + ".99"
+    )
+    data["hosts"].append(third)
+    return data
+
+
+def test_an_elastic_job_runs_with_nnodes_min_max() -> None:
+    data = _three_hosts(stack_spec("local"))
+    data["training"].update(min_hosts=2, max_restarts=3)
+    spec = ClusterSpec.model_validate(data)
+    flags = _flags(torchrun_command(spec, spec.hosts[0], RUN, python="/venv/bin/python").argv)
+    assert flags["nnodes"] == "2:3"
+    assert flags["max-restarts"] == "3"
+    assert "last_call_timeout=" in flags["rdzv-conf"] and "keep_alive_interval=" in flags["rdzv-conf"]
+
+
+def test_min_hosts_defaults_to_every_host() -> None:
+    spec = _with_training(stack_spec("local"), min_hosts=None)
+    assert _flags(torchrun_command(spec, spec.hosts[0], RUN, python="p").argv)["nnodes"] == "2"
+    spec = _with_training(stack_spec("local"), min_hosts=2)
+    assert _flags(torchrun_command(spec, spec.hosts[0], RUN, python="p").argv)["nnodes"] == "2"
+
+
+def test_every_restart_gets_a_fresh_worker_store() -> None:
+    # The shared rendezvous store keeps the last attempt's keys: restarted ranks read dead addresses.
+    spec = stack_spec("local")
+    env = torchrun_command(spec, spec.hosts[1], RUN, python="p").env
+    assert env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("training", "needle"),
+    [
+        pytest.param({"min_hosts": 3}, "is 3, but the cluster has 2 hosts", id="more-than-hosts"),
+        pytest.param(
+            {"min_hosts": 1, "max_restarts": 0}, "needs training.max_restarts >= 1", id="no-restarts"
+        ),
+        pytest.param({"min_hosts": 0}, "min_hosts", id="zero"),
+        pytest.param({"host_timeout_s": 1}, "host_timeout_s", id="timeout-too-short"),
+    ],
+)
+def test_bad_training_host_settings_are_refused(training: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        _with_training(stack_spec("local"), **training)

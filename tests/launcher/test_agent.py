@@ -1,20 +1,30 @@
-"""The host-side agent, run for real as local processes: detach, state, stop, gang stop."""
+"""The host-side agent, run for real as local processes: detach, state, stop, gang stop, heartbeats.
+
+Heartbeat tests give each "host" its own loopback address (127.0.0.x), so
+several supervisors bind the same UDP port on one machine, and play the
+peers themselves with a socket of their own where that is simpler.
+"""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gpufleet.launcher import agent
+from gpufleet.hostscripts import agent
 
 AGENT = agent.__file__
+HOSTSCRIPTS = Path(AGENT).parent
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -24,9 +34,15 @@ def call(*args: str) -> dict[str, Any]:
     return result
 
 
-def start(run_dir: Path, host: str, tag: str, *argv: str, max_s: str = "0") -> int:
+def config(run_dir: Path, host: str, tag: str, max_s: str = "0", **extra: Any) -> str:
+    return json.dumps(
+        {"run_dir": str(run_dir), "host": host, "tag": tag, "max_s": max_s, "run": tag, **extra}
+    )
+
+
+def start(run_dir: Path, host: str, tag: str, *argv: str, max_s: str = "0", **extra: Any) -> int:
     (run_dir / "code").mkdir(parents=True, exist_ok=True)
-    return int(call("start", str(run_dir), host, tag, max_s, "--", *argv)["pid"])
+    return int(call("start", config(run_dir, host, tag, max_s, **extra), "--", *argv)["pid"])
 
 
 def wait_state(run_dir: Path, host: str, states: set[str], timeout: float = 20) -> dict[str, Any]:
@@ -40,8 +56,55 @@ def wait_state(run_dir: Path, host: str, states: set[str], timeout: float = 20) 
 
 
 @pytest.fixture
-def tag(request: pytest.FixtureRequest) -> str:
-    return f"agent-test-{os.getpid()}-{request.node.name}"
+def tag(request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"agent-test-{os.getpid()}-{request.node.name}"
+    yield name
+    for pid in agent.tagged_pids(name):  # whatever a failed test left behind
+        os.kill(pid, 9)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class FakePeer:
+    """A peer supervisor: beats ``running`` from its own loopback address until told to stop."""
+
+    def __init__(self, run: str, host: str, address: str, port: int, to: str) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((address, port))
+        self.run, self.host, self.to, self.port = run, host, to, port
+        self.beating = threading.Event()
+        self.beating.set()
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+        self.thread.start()
+
+    def _beat(self) -> None:
+        while not self.closed.is_set():
+            if self.beating.is_set():
+                beat = json.dumps({"run": self.run, "host": self.host, "state": "running"}).encode()
+                self.sock.sendto(beat, (self.to, self.port))
+            time.sleep(0.3)
+
+    def close(self) -> None:
+        """The peer's supervisor dies: its port closes (the host itself still answers)."""
+        self.closed.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def peers_config(port: int, names: list[str], timeout_s: int, min_hosts: int) -> dict[str, Any]:
+    return {
+        "peers": {name: f"127.0.0.{i + 1}" for i, name in enumerate(names)},
+        "beat_port": port,
+        "host_timeout_s": timeout_s,
+        "min_hosts": min_hosts,
+        "rdzv_host": names[0],
+    }
 
 
 @pytest.mark.parametrize(
@@ -77,7 +140,9 @@ def test_stop_leaves_no_process_of_the_run(tmp_path: Path, tag: str) -> None:
 def test_a_failed_peer_stops_this_host_through_the_shared_run_folder(tmp_path: Path, tag: str) -> None:
     start(tmp_path, "h0", tag, "sleep", "300")
     started = time.monotonic()
-    (tmp_path / "hosts" / "h1.json").write_text(json.dumps({"exit_code": 1, "ended": time.time()}))
+    (tmp_path / "hosts" / "h1.json").write_text(
+        json.dumps({"state": "failed", "exit_code": 1, "ended": time.time()})
+    )
     status = wait_state(tmp_path, "h0", {"stopped"})
     assert time.monotonic() - started < 10
     assert "h1 failed" in status["reason"]
@@ -92,7 +157,7 @@ def test_the_time_limit_stops_a_job(tmp_path: Path, tag: str) -> None:
 
 def test_a_run_cannot_be_started_twice_on_a_host(tmp_path: Path, tag: str) -> None:
     start(tmp_path, "h0", tag, "true")
-    again = call("start", str(tmp_path), "h0", tag, "0", "--", "true")
+    again = call("start", config(tmp_path, "h0", tag), "--", "true")
     assert "already started" in again["error"]
 
 
@@ -106,7 +171,7 @@ def test_a_supervisor_killed_outright_shows_as_lost(tmp_path: Path, tag: str) ->
 
 def test_concurrent_starts_of_one_run_start_it_once(tmp_path: Path, tag: str) -> None:
     (tmp_path / "code").mkdir()
-    command = [sys.executable, AGENT, "start", str(tmp_path), "h0", tag, "0", "--", "sleep", "300"]
+    command = [sys.executable, AGENT, "start", config(tmp_path, "h0", tag), "--", "sleep", "300"]
     try:
         procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(8)]
         results = [json.loads(proc.communicate()[0]) for proc in procs]
@@ -123,7 +188,7 @@ def test_a_reused_pid_is_neither_reported_running_nor_signalled(tmp_path: Path, 
     try:
         (tmp_path / "hosts").mkdir()
         (tmp_path / "hosts" / "h0.json").write_text(
-            json.dumps({"pid": stranger.pid, "tag": tag, "started": 1.0})
+            json.dumps({"pid": stranger.pid, "tag": tag, "started": 1.0, "state": "running"})
         )
         assert call("status", str(tmp_path), "h0")["state"] == "lost"
         call("stop", str(tmp_path), "h0", tag, "1")
@@ -140,3 +205,115 @@ def test_start_records_the_tag_that_status_checks(tmp_path: Path, tag: str) -> N
         assert call("status", str(tmp_path), "h0")["state"] == "running"
     finally:
         call("stop", str(tmp_path), "h0", tag, "2")
+
+
+def test_the_first_worker_exit_is_recorded_to_name_where_a_failure_began(tmp_path: Path, tag: str) -> None:
+    # Two "workers" (children of the job): one dies at once, the other 1.5 s later.
+    script = "sleep 0.5 & sleep 2 & wait; exit 3"
+    before = time.time()
+    start(tmp_path, "h0", tag, "sh", "-c", script)
+    status = wait_state(tmp_path, "h0", {"failed"})
+    assert status["failed_at"] is not None
+    assert before + 0.4 < status["failed_at"] < status["ended"] - 1.0
+
+
+def test_a_peer_whose_supervisor_died_stops_this_host_in_seconds(tmp_path: Path, tag: str) -> None:
+    port = free_udp_port()
+    peer = FakePeer(tag, "h1", "127.0.0.2", port, "127.0.0.1")
+    try:
+        start(tmp_path, "h0", tag, "sleep", "300", **peers_config(port, ["h0", "h1"], 30, 2))
+        time.sleep(2)  # they hear each other
+        assert call("status", str(tmp_path), "h0")["state"] == "running"
+        peer.close()
+        gone = time.monotonic()
+        status = wait_state(tmp_path, "h0", {"stopped"})
+    finally:
+        peer.close() if not peer.closed.is_set() else None
+    # Far sooner than host_timeout_s (30 s): a closed port answers.
+    assert time.monotonic() - gone < 8
+    assert "lost h1" in status["reason"] and "supervisor is gone" in status["reason"]
+    assert status["fenced"] is False
+    assert agent.tagged_pids(tag) == []
+
+
+def test_a_host_that_hears_no_peer_fences_itself(tmp_path: Path, tag: str) -> None:
+    port = free_udp_port()
+    started = time.monotonic()
+    # h1 never answers (a partition: no beats, no refusals).
+    start(tmp_path, "h0", tag, "sleep", "300", **peers_config(port, ["h0", "h1"], 3, 2))
+    status = wait_state(tmp_path, "h0", {"stopped"}, timeout=20)
+    assert 3 <= time.monotonic() - started < 3 + 6
+    assert "fenced" in status["reason"] and "cannot reach any other host" in status["reason"]
+    assert status["fenced"] is True
+    assert agent.tagged_pids(tag) == []
+
+
+def test_losing_the_rendezvous_host_stops_the_others(tmp_path: Path, tag: str) -> None:
+    port = free_udp_port()
+    rdzv = FakePeer(tag, "h0", "127.0.0.1", port, "127.0.0.2")
+    other = FakePeer(tag, "h2", "127.0.0.3", port, "127.0.0.2")
+    try:
+        start(tmp_path, "h1", tag, "sleep", "300", **peers_config(port, ["h0", "h1", "h2"], 30, 2))
+        time.sleep(2)
+        rdzv.close()
+        status = wait_state(tmp_path, "h1", {"stopped"})
+    finally:
+        for peer in (rdzv, other):
+            if not peer.closed.is_set():
+                peer.close()
+    assert "the rendezvous host h0 was lost" in status["reason"]
+
+
+def test_an_elastic_host_restarts_its_workers_when_a_peer_is_lost(tmp_path: Path, tag: str) -> None:
+    port = free_udp_port()
+    stays = FakePeer(tag, "h1", "127.0.0.2", port, "127.0.0.1")
+    goes = FakePeer(tag, "h2", "127.0.0.3", port, "127.0.0.1")
+    try:
+        # The "workers" are the two sleeps; the job ends when they are gone (as torchrun
+        # would start new ones; here the job just ends).
+        start(tmp_path, "h0", tag, "sh", "-c", "sleep 300 & sleep 300 & wait", **peers_config(
+            port, ["h0", "h1", "h2"], 30, 2
+        ))  # fmt: skip
+        time.sleep(2)
+        goes.close()
+        status = wait_state(tmp_path, "h0", {"succeeded", "stopped", "failed"})
+    finally:
+        for peer in (stays, goes):
+            if not peer.closed.is_set():
+                peer.close()
+    assert status["state"] == "succeeded", status
+    assert status["lost_peers"] == ["h2"]
+    assert (
+        "re-forming the job without it (restarted 2 local workers)"
+        in (tmp_path / "logs" / "h0.log").read_text()
+    )
+
+
+def test_two_real_supervisors_hear_each_other_and_a_failure_stops_the_other(tmp_path: Path, tag: str) -> None:
+    port = free_udp_port()
+    peers = peers_config(port, ["h0", "h1"], 30, 2)
+    # Separate run folders: only the heartbeats carry h1's failure to h0.
+    start(tmp_path / "a", "h0", tag + "-a", "sleep", "300", **{**peers, "run": tag})
+    start(tmp_path / "b", "h1", tag + "-b", "sh", "-c", "sleep 2; exit 4", **{**peers, "run": tag})
+    assert wait_state(tmp_path / "b", "h1", {"failed"})["exit_code"] == 4
+    status = wait_state(tmp_path / "a", "h0", {"stopped"}, timeout=10)
+    assert "host h1 failed" in status["reason"]
+
+
+def test_host_scripts_import_only_the_standard_library() -> None:
+    scripts = sorted(p for p in HOSTSCRIPTS.glob("*.py") if p.name != "__init__.py")
+    assert {p.name for p in scripts} >= {"agent.py", "hostcheck.py", "probe.py"}
+    for script in scripts:
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{script.name}: relative import"
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                assert top in sys.stdlib_module_names or top == "__future__", (
+                    f"{script.name} imports {module}"
+                )

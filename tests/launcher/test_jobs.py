@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,9 +19,10 @@ from gpufleet.cli import launch_commands
 from gpufleet.errors import GpufleetError
 from gpufleet.inventory import Inventory, InventoryHost
 from gpufleet.launcher import jobs
-from gpufleet.launcher.connections import CommandResult
-from gpufleet.launcher.jobs import Cluster, follow_run, host_state_file, log_tail, start_run, write_record
-from gpufleet.launcher.runs import RECORD_FILE, RunRecord
+from gpufleet.launcher.cluster import Cluster
+from gpufleet.launcher.connections import CommandResult, ConnectionLost, GroupResult
+from gpufleet.launcher.jobs import follow_run, host_state_file, log_tail, start_run, write_record
+from gpufleet.launcher.runs import RECORD_FILE, HostState, RunRecord
 from tests.conftest import stack_spec
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICz5ewroQEj/vw7OrTFRV8xC+4Ut/lU8JEiutJcRUi6V"
@@ -67,13 +69,34 @@ class FakeHosts:
     """One shared file space for every host (a shared run folder); work runs one host at a time."""
 
     def __init__(self, names: list[str]) -> None:
-        self.names = names
+        self.all = names
         self.files: dict[str, bytes] = {}
         self.opened: list[str] = []
         self.dropped: set[str] = set()
+        self.unreachable: dict[str, str] = {}
+        self.refuses: set[str] = set()  # hosts whose reconnect is refused
 
-    def each(self, work: Callable[[str], Any], names: list[str] | None = None) -> dict[str, Any]:
-        return {name: work(name) for name in (names if names is not None else self.names)}
+    @property
+    def names(self) -> list[str]:
+        return [name for name in self.all if name not in self.unreachable]
+
+    def each(self, work: Callable[[str], Any], names: list[str] | None = None) -> GroupResult[Any]:
+        group: GroupResult[Any] = GroupResult()
+        for name in names if names is not None else self.names:
+            try:
+                group.results[name] = work(name)
+            except Exception as error:
+                group.errors[name] = error
+        return group
+
+    def drop(self, name: str, why: str) -> None:
+        self.unreachable[name] = why
+
+    def reconnect(self, name: str, timeout: float) -> BaseException | None:
+        if name in self.refuses or name in self.dropped:
+            return ConnectionRefusedError(111, "Connection refused")
+        self.unreachable.pop(name, None)
+        return None
 
     def sftp(self, name: str) -> FakeSftp:
         return FakeSftp(self, name)
@@ -151,13 +174,15 @@ def agent_stop_semantics(cluster: FakeCluster, record: RunRecord) -> None:
     def reply(name: str, args: tuple[str, ...]) -> dict[str, object]:
         if args[0] == "stop":
             if cluster.state(name, record).get("exit_code") is None:
-                cluster.set_state(name, record, exit_code=137, ended=9.0, reason="stopped (killed)")
+                cluster.set_state(
+                    name, record, state="stopped", exit_code=137, ended=9.0, reason="stopped (killed)"
+                )
             return {"killed": 0, "left": 0}
         polls[0] += 1
         assert polls[0] < 100, "follow_run never ended"
         state = cluster.state(name, record)
         if state.get("exit_code") is not None:
-            return jobs._with_state(state)
+            return state
         return {"state": "lost" if name in lost else "running"}
 
     cluster.reply = reply
@@ -166,7 +191,7 @@ def agent_stop_semantics(cluster: FakeCluster, record: RunRecord) -> None:
 
 @pytest.fixture
 def every_poll_asks_status(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs, "STATUS_EVERY_POLLS", 1)
+    monkeypatch.setattr(jobs, "STATUS_EVERY_S", 0)
 
 
 @pytest.mark.usefixtures("every_poll_asks_status")
@@ -176,8 +201,8 @@ def test_gang_stop_also_stops_a_lost_host_and_keeps_it_lost() -> None:
     agent_stop_semantics(cluster, record)
     first, second = cluster.names
     cluster.lost.add(first)  # type: ignore[attr-defined]  # its supervisor died; torchrun may live on
-    cluster.set_state(first, record, pid=123, started=1.0)
-    cluster.set_state(second, record, pid=124, started=1.0)
+    cluster.set_state(first, record, state="running", pid=123, started=1.0)
+    cluster.set_state(second, record, state="running", pid=124, started=1.0)
     lines: list[str] = []
     done = follow_run(cluster, record, write=lines.append, poll_s=0)
     assert sorted(cluster.stops()) == sorted(cluster.names)
@@ -193,9 +218,15 @@ def test_a_host_that_ended_stopped_stops_the_run_everywhere() -> None:
     agent_stop_semantics(cluster, record)
     first, second = cluster.names
     cluster.set_state(
-        first, record, pid=123, exit_code=143, ended=5.0, reason="stopped: ran past the 9 s limit"
+        first,
+        record,
+        state="stopped",
+        pid=123,
+        exit_code=143,
+        ended=5.0,
+        reason="stopped: ran past the 9 s limit",
     )
-    cluster.set_state(second, record, pid=124, started=1.0)
+    cluster.set_state(second, record, state="running", pid=124, started=1.0)
     done = follow_run(cluster, record, poll_s=0)
     assert sorted(cluster.stops()) == sorted(cluster.names)
     # The host that ended first keeps its own end (the agent's stop must not rewrite it).
@@ -271,3 +302,105 @@ def test_a_dropped_connection_while_reading_is_a_clear_error(
     cluster.hosts.dropped.add(name)  # type: ignore[attr-defined]
     with pytest.raises(GpufleetError, match=f"{name}: SSH connection lost"):
         read(cluster, record, name)
+
+
+def test_a_timed_out_read_is_a_lost_connection_not_a_missing_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = make_cluster()
+    record = make_record(cluster)
+
+    def hang(*_args: object) -> None:
+        raise TimeoutError("timed out")  # what a read on a partitioned host ends in
+
+    monkeypatch.setattr(FakeSftp, "open", hang)
+    with pytest.raises(ConnectionLost):
+        jobs.read_state(cluster, record, cluster.names[0])
+
+
+def _lost_host_cluster(min_hosts: int | None) -> tuple[FakeCluster, RunRecord]:
+    cluster = make_cluster()
+    record = make_record(cluster).model_copy(update={"min_hosts": min_hosts})
+    agent_stop_semantics(cluster, record)
+    for name in cluster.names:
+        cluster.set_state(name, record, state="running", pid=1, started=1.0)
+    return cluster, record
+
+
+@pytest.mark.usefixtures("every_poll_asks_status")
+def test_a_host_whose_connection_drops_and_refuses_is_lost_and_the_run_stopped_on_the_others() -> None:
+    cluster, record = _lost_host_cluster(None)
+    first, second = cluster.names
+    cluster.hosts.dropped.add(second)  # type: ignore[attr-defined]  # every process there died, sshd too
+    lines: list[str] = []
+    done = follow_run(cluster, record, write=lines.append, poll_s=0.01)
+    assert cluster.stops() == [first]  # the reachable one; the lost one cannot be reached
+    assert done.state == "failed"
+    assert done.host_states == {first: "stopped", second: "lost"}
+    assert done.lost_hosts == [second] and done.first_failed == second
+    assert done.why is not None and "refuses new ones" in done.why
+    assert any(f"host {second} lost" in line for line in lines)
+    written = json.loads(cluster.hosts.files[f"{record.run_dir[first]}/{RECORD_FILE}"])  # type: ignore[attr-defined]
+    assert written["state"] == "failed" and written["lost_hosts"] == [second]
+
+
+def test_a_silent_host_is_lost_after_host_timeout_s() -> None:
+    cluster, record = _lost_host_cluster(None)
+    _, second = cluster.names
+    spec = cluster.spec.model_copy(
+        update={"training": cluster.spec.training.model_copy(update={"host_timeout_s": 1})}
+    )
+    cluster.spec = spec
+
+    class Silent:
+        def open(self, *_args: object) -> None:
+            raise TimeoutError("timed out")
+
+    sftp = cluster.hosts.sftp
+    cluster.hosts.sftp = lambda name: Silent() if name == second else sftp(name)  # type: ignore[method-assign,assignment,return-value]
+    cluster.hosts.reconnect = lambda name, timeout: TimeoutError("timed out")  # type: ignore[method-assign,attr-defined]
+    started = time.monotonic()
+    done = follow_run(cluster, record, poll_s=0.01)
+    assert 1 <= time.monotonic() - started < 5
+    assert done.host_states[second] == "lost"
+    assert "not heard from for 1 s" in str(done.why)
+
+
+def test_an_elastic_run_goes_on_without_a_lost_host_and_says_where_it_finished() -> None:
+    cluster, record = _lost_host_cluster(1)
+    first, second = cluster.names
+    cluster.hosts.dropped.add(second)  # type: ignore[attr-defined]
+    lines: list[str] = []
+    polls = [0]
+    original = jobs.read_state
+
+    def finishes_later(c: Cluster, r: RunRecord, name: str) -> HostState | None:
+        polls[0] += 1
+        if polls[0] > 10:  # the survivor finishes a while after the loss
+            cluster.set_state(first, record, state="succeeded", exit_code=0, ended=20.0)
+        return original(c, r, name)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jobs, "read_state", finishes_later)
+        done = follow_run(cluster, record, write=lines.append, poll_s=0.01)
+    assert cluster.stops() == []
+    assert done.state == "succeeded"
+    assert done.finished_hosts == [first] and done.lost_hosts == [second]
+    assert done.first_failed is None
+    assert any("the job re-forms on the 1 hosts left" in line for line in lines)
+
+
+def test_losing_the_rendezvous_host_stops_even_an_elastic_run() -> None:
+    cluster, record = _lost_host_cluster(1)
+    first, second = cluster.names
+    cluster.hosts.dropped.add(first)  # type: ignore[attr-defined]  # hosts[0]: the c10d store is there
+    done = follow_run(cluster, record, poll_s=0.01)
+    assert cluster.stops() == [second]
+    assert done.state == "failed" and done.lost_hosts == [first]
+
+
+def test_stop_with_a_host_unreachable_stops_the_others_and_records_it() -> None:
+    cluster, record = _lost_host_cluster(None)
+    first, second = cluster.names
+    cluster.hosts.unreachable[second] = "timed out connecting"  # type: ignore[attr-defined]
+    done = jobs.stop_run(cluster, record)
+    assert cluster.stops() == [first]
+    assert done.host_states == {first: "stopped", second: "unreachable"}

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from gpufleet.launcher import agent
+from gpufleet.hostscripts import agent
 from gpufleet.launcher.remote import agent_command, agent_payload, agent_source, shell_command
 
 HOSTILE = [

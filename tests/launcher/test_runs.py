@@ -11,6 +11,7 @@ import pytest
 
 from gpufleet.launcher.runs import (
     HOME_RUNS_ROOT,
+    HostState,
     check_run_name,
     code_archive,
     first_failed,
@@ -74,21 +75,50 @@ def test_spec_hash_changes_with_the_spec() -> None:
         pytest.param({"a": "succeeded", "b": "running"}, "running", id="one-running"),
         pytest.param({"a": "stopped", "b": "failed"}, "failed", id="failed-beats-stopped"),
         pytest.param({"a": "stopped", "b": "stopped"}, "stopped", id="stopped"),
-        pytest.param({"a": "lost", "b": "running"}, "lost", id="lost"),
+        pytest.param({"a": "lost", "b": "stopped"}, "failed", id="lost-is-a-failure"),
+        pytest.param({"a": "stopped", "b": "unreachable"}, "stopped", id="stopped-one-unreachable"),
+        pytest.param({"a": "succeeded", "b": "unreachable"}, "running", id="not-known-to-have-ended"),
     ],
 )
 def test_run_state_from_host_states(states: dict[str, str], expected: str) -> None:
     assert summarize_states(states) == expected
 
 
-def test_first_failed_is_the_earliest_failure_not_a_stopped_host() -> None:
-    states: dict[str, dict[str, object]] = {
-        "node-0": {"state": "stopped", "ended": 100.0},
-        "node-1": {"state": "failed", "ended": 105.0},
-        "node-2": {"state": "failed", "ended": 103.0},
+@pytest.mark.parametrize(
+    ("states", "min_hosts", "expected"),
+    [
+        pytest.param({"a": "succeeded", "b": "succeeded", "c": "lost"}, 2, "succeeded", id="re-formed"),
+        pytest.param({"a": "succeeded", "b": "lost", "c": "lost"}, 2, "failed", id="below-min"),
+        pytest.param({"a": "succeeded", "b": "succeeded", "c": "lost"}, 3, "failed", id="gang"),
+        pytest.param({"a": "succeeded", "b": "failed", "c": "lost"}, 1, "failed", id="a-failure-fails"),
+    ],
+)
+def test_an_elastic_run_succeeds_on_min_hosts(states: dict[str, str], min_hosts: int, expected: str) -> None:
+    assert summarize_states(states, min_hosts) == expected
+
+
+def test_first_failed_is_where_the_failure_began_not_a_stopped_host() -> None:
+    states = {
+        "node-0": HostState(state="stopped", ended=100.0),
+        # node-1's torchrun ended first, but its first worker died after node-2's.
+        "node-1": HostState(state="failed", ended=101.0, failed_at=100.5),
+        "node-2": HostState(state="failed", ended=103.0, failed_at=100.2),
     }
     assert first_failed(states) == "node-2"
-    assert first_failed({"a": {"state": "succeeded", "ended": 1.0}}) is None
+    assert first_failed({"a": HostState(state="succeeded", ended=1.0)}) is None
+
+
+def test_a_lost_host_is_named_before_the_hosts_whose_workers_died_of_it() -> None:
+    states = {
+        "node-0": HostState(state="failed", ended=100.0, failed_at=99.0),
+        "node-1": HostState(state="lost", ended=104.0),
+    }
+    assert first_failed(states) == "node-1"
+
+
+def test_a_host_state_is_one_of_its_literal_states() -> None:
+    with pytest.raises(ValueError, match="state"):
+        HostState.model_validate({"state": "stopped: host x failed"})
 
 
 def test_code_archive_skips_caches_and_checkpoints(tmp_path: Path) -> None:
