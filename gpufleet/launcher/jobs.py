@@ -477,6 +477,7 @@ def _why(record: RunRecord, states: dict[str, HostState], state: str) -> str | N
 
 def finish_record(cluster: Cluster, record: RunRecord, states: dict[str, HostState]) -> RunRecord:
     """Fill end time, exit codes, states, the first failed host and why into run.json."""
+    states = {name: states[name] for name in cluster.names if name in states}  # in spec order
     names = {name: states[name].state if name in states else "missing" for name in cluster.names}
     state = summarize_states(dict(names), record.min_hosts)
     ended = [s.ended for s in states.values() if s.ended is not None]
