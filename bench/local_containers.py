@@ -30,7 +30,7 @@ from gpufleet.local import cluster_down, cluster_up, images  # noqa: E402
 from gpufleet.local.keys import generate_ed25519  # noqa: E402
 from gpufleet.spec import load_spec  # noqa: E402
 
-OCTET = 241
+OCTET = 244
 GPUFLEET = str(Path(sys.executable).parent / "gpufleet")
 EXAMPLE = ROOT / "examples" / "intent_classifier" / "train.py"
 TRAIN_SECONDS = re.compile(r"train_seconds=([0-9.]+)")
