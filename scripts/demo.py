@@ -31,7 +31,9 @@ from gpufleet.spec import load_spec  # noqa: E402
 
 STACK = ROOT / "stacks" / "Pulumi.local.yaml"
 EXAMPLE = ROOT / "examples" / "intent_classifier" / "train.py"
-CHECKPOINTS = "/checkpoints/intent-classifier"
+# One folder per demo: the NAS stand-in outlives `down`, and a folder holding a finished
+# checkpoint would make the next demo resume at its last epoch instead of training.
+CHECKPOINTS = f"/checkpoints/intent-classifier-{time.strftime('%Y%m%d-%H%M%S')}"
 EPOCHS = 8
 SHOWN = re.compile(r"intent_classifier:|gpufleet:|Error|error:")
 ACCURACY = re.compile(r"final val_accuracy=([0-9.]+)")
