@@ -9,7 +9,6 @@ resolves the compose file's bind mounts on the host, as on a real one.
 
 from __future__ import annotations
 
-import io
 import posixpath
 import shlex
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ import paramiko
 from gpufleet.errors import GpufleetError
 from gpufleet.inventory import InventoryHost
 from gpufleet.local.containers import DEPLOY_DIR
-from gpufleet.local.logins import pinned_client
+from gpufleet.local.logins import connect_pinned, pinned_client
 
 COMPOSE = "docker-compose"
 COMMAND_TIMEOUT_S = 120.0
@@ -47,20 +46,9 @@ def remote_folder(cluster: str) -> str:
 
 
 def _connect(login: InventoryHost, private_key: str, timeout: float = 10.0) -> paramiko.SSHClient:
-    key = paramiko.Ed25519Key.from_private_key(io.StringIO(private_key))
     client = pinned_client(login)
     try:
-        client.connect(
-            login.ssh_address,
-            port=login.ssh_port,
-            username=login.user,
-            pkey=key,
-            look_for_keys=False,
-            allow_agent=False,
-            timeout=timeout,
-            banner_timeout=timeout,
-            auth_timeout=timeout,
-        )
+        connect_pinned(client, login, private_key, timeout)
     except (paramiko.SSHException, OSError) as error:
         client.close()
         raise GpufleetError(

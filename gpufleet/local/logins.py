@@ -49,21 +49,25 @@ def pinned_client(host: InventoryHost) -> paramiko.SSHClient:
     return client
 
 
+def connect_pinned(client: paramiko.SSHClient, host: InventoryHost, private_key: str, timeout: float) -> None:
+    """A key-only login (no agent, no key files) with the cluster's ed25519 key."""
+    client.connect(
+        host.ssh_address,
+        port=host.ssh_port,
+        username=host.user,
+        pkey=paramiko.Ed25519Key.from_private_key(io.StringIO(private_key)),
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=timeout,
+        banner_timeout=timeout,
+        auth_timeout=timeout,
+    )
+
+
 def verify_login(host: InventoryHost, private_key: str, timeout: float = 5.0) -> None:
-    key = paramiko.Ed25519Key.from_private_key(io.StringIO(private_key))
     client = pinned_client(host)
     try:
-        client.connect(
-            host.ssh_address,
-            port=host.ssh_port,
-            username=host.user,
-            pkey=key,
-            look_for_keys=False,
-            allow_agent=False,
-            timeout=timeout,
-            banner_timeout=timeout,
-            auth_timeout=timeout,
-        )
+        connect_pinned(client, host, private_key, timeout)
         _, stdout, stderr = client.exec_command(f"{shlex.quote(host.python)} -c {shlex.quote(CHECK_COMMAND)}")
         status = stdout.channel.recv_exit_status()
         if status != 0:
