@@ -48,6 +48,12 @@ from typing import Any
 POLL_S = 0.25
 BEAT_S = 1.0
 LINGER_S = 2.5
+# How long torchrun gets to end after SIGTERM before everything of the run is killed. A
+# fenced host gets little: its torchrun's graceful shutdown talks to the rendezvous store
+# on a host it cannot reach (it would only wait out the grace), and a host cut off from
+# the others must stop training at once, not checkpoint over the job that goes on.
+STOP_GRACE_S = 5.0
+FENCE_GRACE_S = 1.0
 TAG_VAR = "GPUFLEET_RUN_TAG"
 # Of a state file's ``state``: the ones a supervisor writes when the job ended.
 FINAL_STATES = ("succeeded", "failed", "stopped")
@@ -448,7 +454,7 @@ def supervise(config: dict[str, Any], argv: list[str]) -> int:
             reason = f"stopped: ran past the {max_s:.0f} s limit"
         if reason:
             print(f"gpufleet: {reason}", flush=True)
-            _terminate_tree(child, tag, grace_s=5.0)
+            _terminate_tree(child, tag, grace_s=FENCE_GRACE_S if fenced else STOP_GRACE_S)
             break
     code = child.wait()
     if peers is not None and code != 0 and not reason:

@@ -248,6 +248,23 @@ def test_a_host_that_hears_no_peer_fences_itself(tmp_path: Path, tag: str) -> No
     assert agent.tagged_pids(tag) == []
 
 
+def test_a_fenced_host_does_not_wait_out_the_stop_grace_for_a_job_that_ignores_sigterm(
+    tmp_path: Path, tag: str
+) -> None:
+    # torchrun on a cut-off host hangs in its graceful shutdown (the store is unreachable):
+    # here a job that ignores SIGTERM. Fencing kills it after FENCE_GRACE_S, not STOP_GRACE_S.
+    port = free_udp_port()
+    started = time.monotonic()
+    start(
+        tmp_path, "h0", tag, "sh", "-c", "trap '' TERM; sleep 300",
+        **peers_config(port, ["h0", "h1"], 3, 2),
+    )  # fmt: skip
+    status = wait_state(tmp_path, "h0", {"stopped"}, timeout=20)
+    assert status["fenced"] is True
+    assert time.monotonic() - started < 3 + agent.STOP_GRACE_S - 1
+    assert agent.tagged_pids(tag) == []
+
+
 def test_losing_the_rendezvous_host_stops_the_others(tmp_path: Path, tag: str) -> None:
     port = free_udp_port()
     rdzv = FakePeer(tag, "h0", "127.0.0.1", port, "127.0.0.2")

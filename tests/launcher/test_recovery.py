@@ -12,145 +12,28 @@ t10-elastic (166), t10-detached (167).
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from gpufleet.inventory import state_dir
-from gpufleet.local.hostproc import nas_source
-from gpufleet.local.names import host_namespace, lan_namespace, lan_port
 from tests.conftest import needs_root
-from tests.local.cluster import local_cluster
+from tests.launcher.faults import STEP_RE, WORKLOAD, TrainingCluster, faulty_cluster
 
 pytestmark = [needs_root("sshd", "nft", "ip"), pytest.mark.slow, pytest.mark.timeout(420)]
 
-GPUFLEET = str(Path(sys.executable).parent / "gpufleet")
-WORKLOAD = Path(__file__).parent / "workload" / "steps.py"
-STEP_RE = re.compile(r"steps: step (\d+)/\d+ world=(\d+)")
-
-
-class Project:
-    def __init__(self, folder: Path, name: str, stack: Path) -> None:
-        self.folder, self.name, self.stack = folder, name, stack
-        self.state = state_dir(folder, name)
-
-    def training(self, **settings: Any) -> None:
-        """Change the stack's training settings (the cluster stays as it is)."""
-        config = yaml.safe_load(self.stack.read_text())
-        config["config"]["gpufleet:cluster"].setdefault("training", {}).update(settings)
-        self.stack.write_text(yaml.safe_dump(config, sort_keys=False))
-
-    def cli(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [GPUFLEET, args[0], "-f", str(self.stack), *args[1:]],
-            cwd=self.folder,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def train_in_background(self, run: str, *script_args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [GPUFLEET, "train", "-f", str(self.stack), "--name", run, str(WORKLOAD), *script_args],
-            cwd=self.folder,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def runs(self) -> Path:
-        return nas_source(self.state, "checkpoints") / "gpufleet-runs"
-
-    def record(self, run: str) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.runs() / run / "run.json").read_text())
-        return data
-
-    def host_state(self, run: str, host: str) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.runs() / run / "hosts" / f"{host}.json").read_text())
-        return data
-
-    def log(self, run: str, host: str = "node-0") -> str:
-        path = self.runs() / run / "logs" / f"{host}.log"
-        return path.read_text() if path.exists() else ""
-
-    def wait_for_step(self, run: str, step: int, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            steps = [int(m.group(1)) for m in STEP_RE.finditer(self.log(run))]
-            if steps and max(steps) >= step:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"{run} never reached step {step}: {self.log(run)[-2000:]}")
-
-    def processes(self, run: str, host: str | None = None) -> list[int]:
-        """Every live process of the run (all namespace hosts share this machine's pid space)."""
-        needle = f"GPUFLEET_RUN_TAG={self.name}/{run}@{host or ''}".encode()
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                environ = Path(f"/proc/{entry}/environ").read_bytes()
-                zombie = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-            except (OSError, IndexError):
-                continue
-            if not zombie and any(item.startswith(needle) for item in environ.split(b"\0")):
-                found.append(int(entry))
-        return found
-
-    def wait_no_processes(self, run: str, host: str | None = None, timeout: float = 30) -> float:
-        """Seconds until no process of the run is left (on ``host``); fails after ``timeout``."""
-        started = time.monotonic()
-        while self.processes(run, host):
-            if time.monotonic() - started > timeout:
-                raise AssertionError(f"{run}: processes left on {host or 'some host'} after {timeout} s")
-            time.sleep(0.1)
-        return time.monotonic() - started
-
-    def kill_host(self, host: str) -> None:
-        """Every process of the host dies, sshd included (the namespace and its link stay)."""
-        namespace = host_namespace(self.name, host)
-        for _ in range(3):
-            pids = subprocess.run(
-                ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=True
-            ).stdout.split()
-            for pid in pids:
-                with suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            time.sleep(0.1)
-
-    def link(self, host: str, up: bool) -> None:
-        port = lan_port(self.name, host)
-        state = "up" if up else "down"
-        subprocess.run(["ip", "-n", lan_namespace(self.name), "link", "set", port, state], check=True)
-
-
-@contextmanager
-def cluster(tmp_path: Path, name: str, octet: int, hosts: int = 2, nproc: int = 1) -> Iterator[Project]:
-    (tmp_path / "Pulumi.yaml").write_text("name: recovery-test\nruntime: python\n")
-    with local_cluster(tmp_path, name, octet, hosts=hosts, nproc=nproc) as (_spec, _inventory, stack):
-        yield Project(tmp_path, name, stack)
-
 
 @pytest.fixture(scope="module")
-def restarts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    with cluster(tmp_path_factory.mktemp("restarts"), "t10-restarts", 163, nproc=2) as project:
+def restarts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainingCluster]:
+    with faulty_cluster(tmp_path_factory.mktemp("restarts"), "t10-restarts", 163, nproc=2) as project:
         yield project
 
 
-def test_twenty_worker_crashes_anywhere_each_restart_the_group_from_its_checkpoint(restarts: Project) -> None:
+def test_twenty_worker_crashes_anywhere_each_restart_the_group_from_its_checkpoint(
+    restarts: TrainingCluster,
+) -> None:
     restarts.training(max_restarts=40)
     # Crash k kills host k%2's local rank (k//2)%2 at step 2k: every worker of both hosts crashes.
     crashes = [f"{2 * k}:node-{k % 2}:{(k // 2) % 2}" for k in range(1, 21)]
@@ -174,7 +57,9 @@ def test_twenty_worker_crashes_anywhere_each_restart_the_group_from_its_checkpoi
     assert record["state"] == "succeeded"
 
 
-def test_without_restarts_the_host_where_the_crash_began_is_named_every_time(restarts: Project) -> None:
+def test_without_restarts_the_host_where_the_crash_began_is_named_every_time(
+    restarts: TrainingCluster,
+) -> None:
     restarts.training(max_restarts=0)
     named = []
     for i in range(20):
@@ -194,7 +79,7 @@ def test_without_restarts_the_host_where_the_crash_began_is_named_every_time(res
 
 
 def test_a_lost_host_stops_the_run_everywhere_within_10_s_and_completes_the_record(tmp_path: Path) -> None:
-    with cluster(tmp_path, "t10-lost", 164) as project:
+    with faulty_cluster(tmp_path, "t10-lost", 164) as project:
         run = "lost-1"
         controller = project.train_in_background(
             run, "--steps", "400", "--step-s", "0.1", "--checkpoint-dir", "/checkpoints/t10-lost"
@@ -219,7 +104,7 @@ def test_a_lost_host_stops_the_run_everywhere_within_10_s_and_completes_the_reco
 
 
 def test_a_partitioned_host_fences_itself_and_leaves_no_orphan_when_it_heals(tmp_path: Path) -> None:
-    with cluster(tmp_path, "t10-part", 165) as project:
+    with faulty_cluster(tmp_path, "t10-part", 165) as project:
         timeout_s = 6
         project.training(host_timeout_s=timeout_s)
         run = "part-1"
@@ -253,7 +138,7 @@ def test_a_partitioned_host_fences_itself_and_leaves_no_orphan_when_it_heals(tmp
 
 
 def test_an_elastic_job_re_forms_on_the_survivors_and_says_where_it_finished(tmp_path: Path) -> None:
-    with cluster(tmp_path, "t10-elastic", 166, hosts=3) as project:
+    with faulty_cluster(tmp_path, "t10-elastic", 166, hosts=3) as project:
         project.training(min_hosts=2, max_restarts=3)
         run = "elastic-1"
         controller = project.train_in_background(
@@ -279,7 +164,7 @@ def test_an_elastic_job_re_forms_on_the_survivors_and_says_where_it_finished(tmp
 def test_a_detached_run_with_a_lost_host_is_stopped_by_the_hosts_and_status_and_stop_still_work(
     tmp_path: Path,
 ) -> None:
-    with cluster(tmp_path, "t10-detached", 167) as project:
+    with faulty_cluster(tmp_path, "t10-detached", 167) as project:
         run = "detached-1"
         started = project.cli(
             "train", "--detach", "--name", run, str(WORKLOAD), "--steps", "400", "--step-s", "0.1",
