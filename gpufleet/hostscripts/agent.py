@@ -351,10 +351,13 @@ def _ended_peers(run_dir: str, host: str) -> dict[str, dict[str, Any]]:
 
 
 def _failed_peer(ended: dict[str, dict[str, Any]], ignore: set[str]) -> str | None:
-    """The first peer whose failure stops this host too (gang semantics); a fenced one does not."""
+    """Why the first peer whose failure stops this host too (gang semantics) stops it; a fenced one does not."""
     for name, state in sorted(ended.items()):
         if name not in ignore and state.get("state") in ("failed", "stopped") and not state.get("fenced"):
-            return name
+            why = state.get("reason")
+            # Its own reason when it has one worth passing on ("failed: lost node-2 ...").
+            detail = f" ({why})" if isinstance(why, str) and why not in ("", "failed") else ""
+            return f"host {name} {state['state']}{detail}"
     return None
 
 
@@ -449,7 +452,7 @@ def supervise(config: dict[str, Any], argv: list[str]) -> int:
         elif reason:
             pass
         elif peer:
-            reason = f"stopped: host {peer} failed"
+            reason = f"stopped: {peer}"
         elif deadline is not None and time.monotonic() > deadline:
             reason = f"stopped: ran past the {max_s:.0f} s limit"
         if reason:
@@ -457,8 +460,13 @@ def supervise(config: dict[str, Any], argv: list[str]) -> int:
             _terminate_tree(child, tag, grace_s=FENCE_GRACE_S if fenced else STOP_GRACE_S)
             break
     code = child.wait()
+    failure = "failed"
     if peers is not None and code != 0 and not reason:
         _linger(peers, run_dir, host)
+        if peers.lost:  # the job broke here because a peer was lost: say so
+            failure = "failed: lost " + "; ".join(
+                f"{name} ({why})" for name, why in sorted(peers.lost.items())
+            )
     watch.done.set()
     watch.join(timeout=2)
     if reason and code == 0:
@@ -471,7 +479,7 @@ def supervise(config: dict[str, Any], argv: list[str]) -> int:
             "state": final,
             "exit_code": code,
             "ended": time.time(),
-            "reason": reason or ("ok" if code == 0 else "failed"),
+            "reason": reason or ("ok" if code == 0 else failure),
             "failed_at": watch.first_exit if final == "failed" else None,
             "fenced": fenced,
             "lost_peers": sorted(peers.lost) if peers else [],
@@ -479,7 +487,7 @@ def supervise(config: dict[str, Any], argv: list[str]) -> int:
     )
     if peers is not None:
         for _ in range(3):  # UDP: say it more than once
-            peers.send(final, {"fenced": fenced, "exit_code": code}, force=True)
+            peers.send(final, {"fenced": fenced, "exit_code": code, "reason": state["reason"]}, force=True)
             time.sleep(0.05)
         peers.close()
     _write_json(state_path, state)  # last: once it says the job ended, nothing of it is left

@@ -137,16 +137,48 @@ def test_stop_leaves_no_process_of_the_run(tmp_path: Path, tag: str) -> None:
     assert call("status", str(tmp_path), "h0")["state"] == "stopped"
 
 
-def test_a_failed_peer_stops_this_host_through_the_shared_run_folder(tmp_path: Path, tag: str) -> None:
+@pytest.mark.parametrize(
+    ("peer_reason", "expected"),
+    [
+        (None, "stopped: host h1 failed"),
+        ("failed", "stopped: host h1 failed"),
+        ("failed: lost h2 (not heard from for 30 s)", "stopped: host h1 failed (failed: lost h2 (not heard"),
+    ],
+    ids=["no-reason", "plain", "passes-on-why"],
+)
+def test_a_failed_peer_stops_this_host_through_the_shared_run_folder(
+    tmp_path: Path, tag: str, peer_reason: str | None, expected: str
+) -> None:
     start(tmp_path, "h0", tag, "sleep", "300")
     started = time.monotonic()
+    peer = {"state": "failed", "exit_code": 1, "ended": time.time()}
     (tmp_path / "hosts" / "h1.json").write_text(
-        json.dumps({"state": "failed", "exit_code": 1, "ended": time.time()})
+        json.dumps(peer | ({"reason": peer_reason} if peer_reason else {}))
     )
     status = wait_state(tmp_path, "h0", {"stopped"})
     assert time.monotonic() - started < 10
-    assert "h1 failed" in status["reason"]
+    assert status["reason"].startswith(expected), status["reason"]
     assert agent.tagged_pids(tag) == []
+
+
+def test_a_job_that_breaks_as_a_peer_dies_says_which_peer_was_lost(tmp_path: Path, tag: str) -> None:
+    # The peer's supervisor and this host's job end at the same moment (its workers' deaths broke
+    # our collectives): the job's failure is recorded as caused by the lost peer.
+    port = free_udp_port()
+    trigger = tmp_path / "peer-died"
+    peer = FakePeer(tag, "h1", "127.0.0.2", port, "127.0.0.1")
+    try:
+        job = f"while [ ! -e {trigger} ]; do sleep 0.05; done; exit 1"
+        start(tmp_path, "h0", tag, "sh", "-c", job, **peers_config(port, ["h0", "h1"], 30, 2))
+        time.sleep(2)  # they hear each other
+        peer.close()
+        trigger.touch()
+        status = wait_state(tmp_path, "h0", {"failed"})
+    finally:
+        peer.close() if not peer.closed.is_set() else None
+    assert status["exit_code"] == 1
+    assert status["lost_peers"] == ["h1"]
+    assert status["reason"].startswith("failed: lost h1 (its supervisor is gone"), status["reason"]
 
 
 def test_the_time_limit_stops_a_job(tmp_path: Path, tag: str) -> None:
