@@ -243,6 +243,7 @@ class Peers:
         self.refused: dict[str, float] = {}
         self.final: dict[str, dict[str, Any]] = {}
         self.lost: dict[str, str] = {}  # name -> why
+        self.silent: set[str] = set()  # lost to silence (not to a refusal: that host answers)
         self.sent = 0.0
         family = socket.AF_INET6 if ":" in config["peers"][self.me] else socket.AF_INET
         self.inbox = socket.socket(family, socket.SOCK_DGRAM)
@@ -315,16 +316,33 @@ class Peers:
                 why = f"its supervisor is gone (nothing listens on {self.peers[name]}:{self.port}/udp)"
             elif now - (heard if heard is not None else self.started) >= self.timeout_s:
                 why = f"not heard from for {self.timeout_s:.0f} s"
+                self.silent.add(name)
             else:
                 continue
             self.lost[name] = why
             found.append(name)
         return found
 
-    def silent_everywhere(self) -> bool:
-        """No peer that is still running has been heard from: this host is the one cut off."""
-        running = [name for name in self.peers if name not in self.final]
-        return bool(running) and all("not heard" in self.lost.get(name, "") for name in running)
+    def cut_off(self, lost: list[str]) -> str | None:
+        """When peers in ``lost`` went silent and no other peer was heard lately either: how long
+        each has been silent (this host is the one cut off); else None.
+
+        Lately: for ``host_timeout_s`` less two beats. The peers' timeouts run out one after
+        the other (each from its own last beat, up to a beat and a poll apart), and the first
+        one to run out must already find this host isolated, or it would decide as if the
+        others were still there. A peer that refuses the beats is no sign of isolation (its
+        host answers).
+        """
+        silent = [name for name in lost if name in self.silent]
+        if not silent:
+            return None
+        now = time.monotonic()
+        quiet = max(1.5 * BEAT_S, self.timeout_s - 2 * BEAT_S)
+        others = [name for name in self.peers if name not in self.final and name not in self.lost]
+        silence = {name: now - self.heard.get(name, self.started) for name in [*silent, *others]}
+        if any(seconds < quiet for seconds in silence.values()):
+            return None
+        return ", ".join(f"{name} silent for {seconds:.0f} s" for name, seconds in sorted(silence.items()))
 
     def close(self) -> None:
         self.inbox.close()
@@ -367,8 +385,9 @@ def _decide(config: dict[str, Any], peers: Peers, lost: list[str]) -> tuple[str,
     rdzv = config["rdzv_host"]
     names = ", ".join(lost)
     detail = "; ".join(f"{name}: {peers.lost[name]}" for name in lost)
-    if peers.silent_everywhere():
-        return (f"stopped (fenced): cannot reach any other host ({detail})", True)
+    silence = peers.cut_off(lost)
+    if silence:
+        return (f"stopped (fenced): cannot reach any other host ({silence})", True)
     if rdzv in peers.lost and me != rdzv:
         return (
             f"stopped: the rendezvous host {rdzv} was lost ({peers.lost[rdzv]}); the job cannot "

@@ -280,6 +280,43 @@ def test_a_host_that_hears_no_peer_fences_itself(tmp_path: Path, tag: str) -> No
     assert agent.tagged_pids(tag) == []
 
 
+@pytest.mark.parametrize(
+    ("silent_after", "fenced", "reason"),
+    [
+        # A partition: the peers' last beats came a little apart, so their timeouts run out apart.
+        ({"h1": 0.0, "h2": 0.8}, True, "stopped (fenced): cannot reach any other host (h1 silent for"),
+        ({"h1": 0.8, "h2": 0.0}, True, "stopped (fenced): cannot reach any other host (h1 silent for"),
+        # One peer went silent, the other still beats: this host is not the one cut off.
+        ({"h1": 0.0}, False, "stopped: lost h1 (h1: not heard from for 4 s); 2 of 3 hosts remain"),
+    ],
+    ids=["cut-off-h1-first", "cut-off-h2-first", "one-peer-silent"],
+)
+def test_a_host_cut_off_from_every_peer_fences_whichever_peer_times_out_first(
+    tmp_path: Path, tag: str, silent_after: dict[str, float], fenced: bool, reason: str
+) -> None:
+    port = free_udp_port()
+    peers = {
+        name: FakePeer(tag, name, f"127.0.0.{i + 2}", port, "127.0.0.1")
+        for i, name in enumerate(["h1", "h2"])
+    }
+    try:
+        start(tmp_path, "h0", tag, "sleep", "300", **peers_config(port, ["h0", "h1", "h2"], 4, 3))
+        time.sleep(2)  # they hear each other
+        assert call("status", str(tmp_path), "h0")["state"] == "running"
+        previous = 0.0
+        for name, delay in sorted(silent_after.items(), key=lambda item: item[1]):
+            time.sleep(delay - previous)
+            previous = delay
+            peers[name].beating.clear()
+        status = wait_state(tmp_path, "h0", {"stopped"}, timeout=20)
+    finally:
+        for peer in peers.values():
+            peer.close()
+    assert status["fenced"] is fenced
+    assert status["reason"].startswith(reason), status["reason"]
+    assert agent.tagged_pids(tag) == []
+
+
 def test_a_fenced_host_does_not_wait_out_the_stop_grace_for_a_job_that_ignores_sigterm(
     tmp_path: Path, tag: str
 ) -> None:

@@ -7,7 +7,7 @@ taking its port on the LAN bridge down. The destructive tests get a cluster of
 their own (clusters come up in well under a second).
 
 Clusters: t10-restarts (10.163.0.0/24), t10-lost (164), t10-part (165),
-t10-elastic (166), t10-detached (167).
+t10-elastic (166), t10-detached (167), t10-part3 (168).
 """
 
 from __future__ import annotations
@@ -103,32 +103,49 @@ def test_a_lost_host_stops_the_run_everywhere_within_10_s_and_completes_the_reco
         assert record["ended"] is not None
 
 
-def test_a_partitioned_host_fences_itself_and_leaves_no_orphan_when_it_heals(tmp_path: Path) -> None:
-    with faulty_cluster(tmp_path, "t10-part", 165) as project:
+@pytest.mark.parametrize(
+    ("hosts", "name", "octet"),
+    [(2, "t10-part", 165), (3, "t10-part3", 168)],
+    ids=["2-hosts", "3-hosts"],
+)
+def test_a_partitioned_host_fences_itself_and_leaves_no_orphan_when_it_heals(
+    tmp_path: Path, hosts: int, name: str, octet: int
+) -> None:
+    # The last host is cut off. With 3 hosts the two others still hear each other: they stop
+    # because they lost it (fewer than min_hosts), and only the cut-off host fences.
+    with faulty_cluster(tmp_path, name, octet, hosts=hosts) as project:
         timeout_s = 6
         project.training(host_timeout_s=timeout_s)
         run = "part-1"
+        cut_off = f"node-{hosts - 1}"
+        survivors = [f"node-{i}" for i in range(hosts - 1)]
         controller = project.train_in_background(
             run, "--steps", "600", "--step-s", "0.1", "--checkpoint-dir", "/checkpoints/t10-part"
         )
         project.wait_for_step(run, 3)
-        project.link("node-1", up=False)
+        project.link(cut_off, up=False)
         cut = time.monotonic()
         try:
-            fenced_in = project.wait_no_processes(run, "node-1", timeout=timeout_s + 20)
+            fenced_in = project.wait_no_processes(run, cut_off, timeout=timeout_s + 20)
             others_in = project.wait_no_processes(run, timeout=timeout_s + 20)
             out, _err = controller.communicate(timeout=60)
             assert fenced_in < timeout_s + 5 + 5, fenced_in  # detected within timeout + 5 s, then stopped
-            state = project.host_state(run, "node-1")
+            state = project.host_state(run, cut_off)
             assert state["state"] == "stopped" and state["fenced"] is True, state
             assert "cannot reach any other host" in state["reason"]
+            if hosts > 2:
+                for survivor in survivors:
+                    theirs = project.host_state(run, survivor)
+                    assert theirs["fenced"] is False, theirs
+                    # Stopped by their own finding (or the controller's stop), never by the fenced host.
+                    assert cut_off not in theirs["reason"] or f"lost {cut_off}" in theirs["reason"], theirs
             assert controller.returncode != 0
-            assert "host node-1 lost: not heard from for 6 s" in out, out[-3000:]
+            assert f"host {cut_off} lost: not heard from for 6 s" in out, out[-3000:]
             record = project.record(run)
-            assert record["state"] == "failed" and "node-1" in record["lost_hosts"]
+            assert record["state"] == "failed" and cut_off in record["lost_hosts"]
             assert others_in < timeout_s + 10
         finally:
-            project.link("node-1", up=True)
+            project.link(cut_off, up=True)
         healed = time.monotonic()
         time.sleep(3)  # the partition healed: nothing of the run comes back to life
         assert project.processes(run) == []

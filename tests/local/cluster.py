@@ -8,8 +8,8 @@ lives) is ``tmp_path``; a throwaway "user" key is written to
 
 Octets taken so far (grep for a free one before adding a module): 221-232,
 234-238 (tests/local, tests/cli/test_cluster_commands.py), 240 (tests/local/test_containers.py),
-242, 243 (tests/local/test_nas_kept.py), 244, 245 (bench/local_containers.py), 163-167
-(tests/launcher/test_recovery.py), 233
+242, 243 (tests/local/test_nas_kept.py), 244, 245 (bench/local_containers.py), 163-168
+(tests/launcher/test_recovery.py), 181-184 (bench/recovery.py), 233
 (bench/local_up.py), 161, 162 (tests/launcher), 172, 174, 178 (bench/fanout.py).
 """
 
