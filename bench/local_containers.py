@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import yaml
@@ -97,10 +98,11 @@ def up_down(folder: Path, hosts: int, repeat: int) -> tuple[float, float]:
 
 
 def train_once(folder: Path, path: Path) -> tuple[float, float]:
-    """(wall time of `gpufleet train`, the example's own train_seconds)."""
+    """(wall time of `gpufleet train`, the example's own train_seconds), from no checkpoint."""
+    fresh = f"/checkpoints/bench-{uuid.uuid4().hex[:8]}"  # on the NAS: a run never resumes another's
     started = time.monotonic()
     result = subprocess.run(
-        [GPUFLEET, "train", "-f", str(path), str(EXAMPLE), "--epochs", "8", "--checkpoint-dir", "/tmp/bench"],
+        [GPUFLEET, "train", "-f", str(path), str(EXAMPLE), "--epochs", "8", "--checkpoint-dir", fresh],
         cwd=folder,
         capture_output=True,
         text=True,
@@ -108,7 +110,7 @@ def train_once(folder: Path, path: Path) -> tuple[float, float]:
     )
     wall = time.monotonic() - started
     found = TRAIN_SECONDS.search(result.stdout)
-    if result.returncode != 0 or not found:
+    if result.returncode != 0 or not found or "epochs=0->8" not in result.stdout:
         raise SystemExit(f"training failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     return wall, float(found.group(1))
 

@@ -22,6 +22,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -93,6 +94,21 @@ def save_atomic(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_checkpoint(path: Path, rank: int, distributed: bool) -> dict[str, Any] | None:
+    """Rank 0 reads the checkpoint (if any) and hands it to every rank.
+
+    So every rank resumes from the same epoch even when --checkpoint-dir is not
+    shared (a host-local path): ranks that each looked for themselves would start
+    in different epochs and wait for each other's collectives forever.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True) if rank == 0 and path.is_file() else None
+    if distributed:
+        box = [state]
+        dist.broadcast_object_list(box, src=0)
+        state = box[0]
+    return state
+
+
 def evaluate(model: nn.Module, loader: DataLoader[tuple[str, int]], device: torch.device) -> tuple[int, int]:
     model.eval()
     correct = total = 0
@@ -139,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint_dir = Path(args.checkpoint_dir)
     checkpoint_path = checkpoint_dir / CHECKPOINT
     start_epoch = 0
-    if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+    state = load_checkpoint(checkpoint_path, rank, distributed)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -82,3 +84,43 @@ def test_trains_resumes_and_exports(tmp_path: Path) -> None:
 
     ids, offsets = batch_features(["我要退款", "where is my package"])
     assert scripted(ids, offsets).shape == (2, len(labels))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.mark.timeout(180)
+def test_ranks_resume_together_when_the_checkpoint_folder_is_not_shared(tmp_path: Path) -> None:
+    # Two "hosts" with host-local checkpoint folders: only rank 0's has the checkpoint.
+    # Ranks that each looked for themselves would train different epochs and hang.
+    local = {0: tmp_path / "host-0", 1: tmp_path / "host-1"}
+    subprocess.run(
+        [sys.executable, str(EXAMPLE / "train.py"), "--epochs", "2", "--checkpoint-dir", str(local[0]), "--no-export"],
+        capture_output=True,
+        check=True,
+    )  # fmt: skip
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
+
+    def start(rank: int) -> subprocess.Popen[str]:
+        argv = [sys.executable, str(EXAMPLE / "train.py"), "--epochs", "3", "--no-export"]
+        return subprocess.Popen(
+            [*argv, "--checkpoint-dir", str(local[rank])],
+            env={**env, "RANK": str(rank), "LOCAL_RANK": "0"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    ranks = [start(rank) for rank in local]
+    try:
+        outputs = [proc.communicate(timeout=120)[0] for proc in ranks]
+    finally:
+        for proc in ranks:
+            proc.kill()
+    assert [proc.returncode for proc in ranks] == [0, 0], outputs
+    assert "resumed from" in outputs[0] and "epochs=2->3" in outputs[0], outputs[0]
+    assert "final val_accuracy=" in outputs[0]
