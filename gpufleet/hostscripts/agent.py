@@ -55,6 +55,7 @@ LINGER_S = 2.5
 STOP_GRACE_S = 5.0
 FENCE_GRACE_S = 1.0
 TAG_VAR = "GPUFLEET_RUN_TAG"
+MAX_BEAT_REASON = 2000
 # Of a state file's ``state``: the ones a supervisor writes when the job ended.
 FINAL_STATES = ("succeeded", "failed", "stopped")
 
@@ -368,8 +369,9 @@ def _ended_peers(run_dir: str, host: str) -> dict[str, dict[str, Any]]:
     return ended
 
 
-def _failed_peer(ended: dict[str, dict[str, Any]], ignore: set[str]) -> str | None:
-    """Why the first peer whose failure stops this host too (gang semantics) stops it; a fenced one does not."""
+def _peer_failure(ended: dict[str, dict[str, Any]], ignore: set[str]) -> str | None:
+    """The first peer failure that stops this host too (gang semantics), said for people
+    ("host node-1 failed (...)"); a fenced peer's end stops no one."""
     for name, state in sorted(ended.items()):
         if name not in ignore and state.get("state") in ("failed", "stopped") and not state.get("fenced"):
             why = state.get("reason")
@@ -465,13 +467,13 @@ def supervise(config: dict[str, Any], argv: list[str]) -> int:
                         flush=True,
                     )
             ended = {**ended, **peers.final}
-        peer = _failed_peer(ended, set(peers.lost) if peers else set())
+        peer_failure = _peer_failure(ended, set(peers.lost) if peers else set())
         if stop_requested:
             reason = f"stopped ({stop_requested[0]})"
         elif reason:
             pass
-        elif peer:
-            reason = f"stopped: {peer}"
+        elif peer_failure:
+            reason = f"stopped: {peer_failure}"
         elif deadline is not None and time.monotonic() > deadline:
             reason = f"stopped: ran past the {max_s:.0f} s limit"
         if reason:
@@ -506,7 +508,9 @@ def supervise(config: dict[str, Any], argv: list[str]) -> int:
     )
     if peers is not None:
         for _ in range(3):  # UDP: say it more than once
-            peers.send(final, {"fenced": fenced, "exit_code": code, "reason": state["reason"]}, force=True)
+            # The reason shortened: one datagram, however many peers it names.
+            said = {"fenced": fenced, "exit_code": code, "reason": state["reason"][:MAX_BEAT_REASON]}
+            peers.send(final, said, force=True)
             time.sleep(0.05)
         peers.close()
     _write_json(state_path, state)  # last: once it says the job ended, nothing of it is left
