@@ -54,8 +54,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gpufleet.cli.cluster_commands import ssh_argv  # noqa: E402
 from gpufleet.derive.torchrun import RunSettings, torchrun_command  # noqa: E402
-from gpufleet.inventory import KEY_FILE, KNOWN_HOSTS_FILE  # noqa: E402
 from tests.launcher.faults import STEP_RE, WORKLOAD, TrainingCluster, faulty_cluster  # noqa: E402
 
 OCTETS = {"crash": 181, "lost": 182, "part": 183, "elastic": 184}
@@ -182,12 +182,6 @@ def by_hand(cluster: TrainingCluster, run: str, steps: int) -> Iterator[Timeline
     """The same torchrun lines as gpufleet's, started over ssh with setsid: no supervisor at all."""
     spec, inventory = cluster.spec, cluster.inventory
     run_dir = f"/checkpoints/gpufleet-runs/{run}"
-    options = [
-        "-i", str(cluster.state / KEY_FILE),
-        "-o", f"UserKnownHostsFile={cluster.state / KNOWN_HOSTS_FILE}",
-        "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
-        "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-    ]  # fmt: skip
     settings = RunSettings(
         run_id=run,
         script=str(WORKLOAD),
@@ -204,11 +198,7 @@ def by_hand(cluster: TrainingCluster, run: str, steps: int) -> Iterator[Timeline
             f"mkdir -p {run_dir}/logs && cd {run_dir} || exit 1; "
             f"setsid env {env} {shlex.join(command.argv)} > {log} 2>&1 < /dev/null &"
         )
-        subprocess.run(
-            ["ssh", *options, "-p", str(entry.ssh_port), f"{entry.user}@{entry.ssh_address}", line],
-            check=True,
-            timeout=30,
-        )
+        subprocess.run(ssh_argv(entry, cluster.state, [line]), check=True, timeout=30)
     timeline = Timeline(cluster.runs() / run / "logs")
     try:
         timeline.wait_for(re.compile(r"steps: step 3/"), 0.0, timeout=180)
