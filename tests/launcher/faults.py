@@ -1,4 +1,4 @@
-"""A local cluster with the faults real clusters have, for the recovery tests and bench/recovery.py.
+"""A local cluster with the faults real clusters have, for the launcher tests and bench/recovery.py.
 
 ``with faulty_cluster(folder, "name", octet) as cluster:`` stands up a
 process-runtime cluster (namespace hosts, real sshd, torchrun over gloo) with
@@ -51,9 +51,12 @@ class TrainingCluster:
         config["config"]["gpufleet:cluster"].setdefault("training", {}).update(settings)
         self.stack.write_text(yaml.safe_dump(config, sort_keys=False))
 
-    def cli(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, stack: Path | None = None, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        """The real CLI from the project folder: ``args[0]`` with ``-f`` this stack (or ``stack``)."""
         return subprocess.run(
-            [GPUFLEET, args[0], "-f", str(self.stack), *args[1:]],
+            [GPUFLEET, args[0], "-f", str(stack or self.stack), *args[1:]],
             cwd=self.folder,
             capture_output=True,
             text=True,
@@ -75,6 +78,7 @@ class TrainingCluster:
         )
 
     def runs(self) -> Path:
+        """The controller's view of <checkpoints share>/gpufleet-runs (the NAS stand-in)."""
         return nas_source(self.state, "checkpoints") / "gpufleet-runs"
 
     def record(self, run: str) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,59 +18,28 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gpufleet.inventory import KNOWN_HOSTS_FILE, Inventory, state_dir
+from gpufleet.inventory import KNOWN_HOSTS_FILE
 from gpufleet.local.hostproc import nas_source
 from gpufleet.local.keys import generate_ed25519
 from gpufleet.local.names import host_namespace
-from gpufleet.spec import ClusterSpec
 from tests.conftest import PROJECT_ROOT, needs_root
+from tests.launcher.faults import GPUFLEET, TrainingCluster
 from tests.local.cluster import local_cluster
 
 pytestmark = [needs_root("sshd", "nft", "ip"), pytest.mark.slow, pytest.mark.timeout(240)]
 
 NAME = "t6-launch"
 OCTET = 161
-GPUFLEET = str(Path(sys.executable).parent / "gpufleet")
 EXAMPLE = PROJECT_ROOT / "examples" / "intent_classifier" / "train.py"
 ACCURACY_RE = re.compile(r"final val_accuracy=([0-9.]+)")
 
 
-class Project:
-    def __init__(self, folder: Path, spec: ClusterSpec, inventory: Inventory, stack: Path) -> None:
-        self.folder = folder
-        self.spec = spec
-        self.inventory = inventory
-        self.stack = stack
-        self.state = state_dir(folder, spec.name)
-
-    def cli(
-        self, *args: str, stack: Path | None = None, timeout: float = 180
-    ) -> subprocess.CompletedProcess[str]:
-        command, rest = args[0], args[1:]
-        return subprocess.run(
-            [GPUFLEET, command, "-f", str(stack or self.stack), *rest],
-            cwd=self.folder,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def runs_folder(self) -> Path:
-        """The controller's view of <checkpoints share>/gpufleet-runs (the NAS stand-in)."""
-        return nas_source(self.state, "checkpoints") / "gpufleet-runs"
-
-    def record(self, run: str) -> dict[str, object]:
-        data: dict[str, object] = json.loads((self.runs_folder() / run / "run.json").read_text())
-        return data
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainingCluster]:
     folder = tmp_path_factory.mktemp("launch")
     (folder / "Pulumi.yaml").write_text("name: launcher-test\nruntime: python\n")
     with local_cluster(folder, NAME, OCTET) as (spec, inventory, stack):
-        yield Project(folder, spec, inventory, stack)
+        yield TrainingCluster(folder, spec, inventory, stack)
 
 
 def tagged_processes(run: str) -> list[int]:
@@ -96,14 +64,14 @@ def write_script(folder: Path, name: str, body: str) -> Path:
     return path
 
 
-def test_preflight_passes_on_a_good_cluster(project: Project) -> None:
+def test_preflight_passes_on_a_good_cluster(project: TrainingCluster) -> None:
     result = project.cli("preflight")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "preflight passed" in result.stdout
     assert ": FAIL:" not in result.stdout  # no check failed (the legend names the marks)
 
 
-def test_preflight_fails_on_a_missing_nas_mount(project: Project) -> None:
+def test_preflight_fails_on_a_missing_nas_mount(project: TrainingCluster) -> None:
     config = yaml.safe_load(project.stack.read_text())
     cluster = config["config"]["gpufleet:cluster"]
     cluster["nas"].append(
@@ -118,7 +86,7 @@ def test_preflight_fails_on_a_missing_nas_mount(project: Project) -> None:
     assert "preflight failed on node-0, node-1" in result.stderr
 
 
-def test_the_example_trains_across_two_hosts_and_a_second_run_resumes(project: Project) -> None:
+def test_the_example_trains_across_two_hosts_and_a_second_run_resumes(project: TrainingCluster) -> None:
     checkpoints = "/checkpoints/t6-intent"
     first = project.cli(
         "train", "--name", "intent-1", str(EXAMPLE), "--epochs", "6", "--checkpoint-dir", checkpoints
@@ -146,7 +114,9 @@ def test_the_example_trains_across_two_hosts_and_a_second_run_resumes(project: P
     assert "epochs=6->7" in second.stdout
 
 
-def test_one_failing_host_stops_the_run_everywhere_and_is_named(project: Project, tmp_path: Path) -> None:
+def test_one_failing_host_stops_the_run_everywhere_and_is_named(
+    project: TrainingCluster, tmp_path: Path
+) -> None:
     script = write_script(
         tmp_path / "failing",
         "fail_on_one.py",
@@ -167,7 +137,7 @@ def test_one_failing_host_stops_the_run_everywhere_and_is_named(project: Project
     record = project.record("fail-1")
     assert record["first_failed"] == "node-1"
     states = {
-        host: json.loads((project.runs_folder() / "fail-1" / "hosts" / f"{host}.json").read_text())
+        host: json.loads((project.runs() / "fail-1" / "hosts" / f"{host}.json").read_text())
         for host in ("node-0", "node-1")
     }
     assert states["node-0"]["reason"].startswith("stopped")
@@ -176,7 +146,7 @@ def test_one_failing_host_stops_the_run_everywhere_and_is_named(project: Project
 
 
 def _train_until_first_epoch(
-    project: Project, run: str, epochs: int, checkpoints: str, stderr: int
+    project: TrainingCluster, run: str, epochs: int, checkpoints: str, stderr: int
 ) -> tuple[subprocess.Popen[str], Path]:
     """`gpufleet train` of the example in the background, once host 0 logged its first epoch (90 s at most)."""
     controller = subprocess.Popen(
@@ -187,7 +157,7 @@ def _train_until_first_epoch(
         stderr=stderr,
         text=True,
     )  # fmt: skip
-    log = project.runs_folder() / run / "logs" / "node-0.log"
+    log = project.runs() / run / "logs" / "node-0.log"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and f"epoch 1/{epochs}" not in (
         log.read_text() if log.exists() else ""
@@ -196,7 +166,7 @@ def _train_until_first_epoch(
     return controller, log
 
 
-def test_the_run_survives_the_controller_being_killed(project: Project) -> None:
+def test_the_run_survives_the_controller_being_killed(project: TrainingCluster) -> None:
     run = "survivor-1"
     controller, log = _train_until_first_epoch(
         project, run, 6, "/checkpoints/t6-survivor", subprocess.DEVNULL
@@ -217,7 +187,7 @@ def test_the_run_survives_the_controller_being_killed(project: Project) -> None:
     assert "world_size=4" in logs.stdout
 
 
-def test_stop_leaves_no_training_process_on_any_host(project: Project, tmp_path: Path) -> None:
+def test_stop_leaves_no_training_process_on_any_host(project: TrainingCluster, tmp_path: Path) -> None:
     script = write_script(
         tmp_path / "sleeper",
         "sleeper.py",
@@ -237,7 +207,7 @@ def test_stop_leaves_no_training_process_on_any_host(project: Project, tmp_path:
     assert re.search(r"sleeper-1.*stopped", status.stdout), status.stdout
 
 
-def test_a_host_key_mismatch_launches_nothing_anywhere(project: Project, tmp_path: Path) -> None:
+def test_a_host_key_mismatch_launches_nothing_anywhere(project: TrainingCluster, tmp_path: Path) -> None:
     known_hosts = project.state / KNOWN_HOSTS_FILE
     original = known_hosts.read_text()
     impostor = generate_ed25519().public_line("impostor").split()[:2]
@@ -249,7 +219,7 @@ def test_a_host_key_mismatch_launches_nothing_anywhere(project: Project, tmp_pat
     ]
     assert lines != original.splitlines()
     script = write_script(tmp_path / "never", "never.py", "print('must not run')\n")
-    before = set(os.listdir(project.runs_folder())) if project.runs_folder().exists() else set()
+    before = set(os.listdir(project.runs())) if project.runs().exists() else set()
     try:
         known_hosts.write_text("\n".join(lines) + "\n")
         result = project.cli("train", "--name", "never-1", str(script))
@@ -258,12 +228,12 @@ def test_a_host_key_mismatch_launches_nothing_anywhere(project: Project, tmp_pat
     assert result.returncode == 1
     assert "node-1" in result.stderr and "host key does not match" in result.stderr
     assert "nothing was started" in result.stderr
-    after = set(os.listdir(project.runs_folder())) if project.runs_folder().exists() else set()
+    after = set(os.listdir(project.runs())) if project.runs().exists() else set()
     assert after == before
     assert tagged_processes("never-1") == []
 
 
-def test_sigterm_to_train_stops_the_run_on_every_host(project: Project) -> None:
+def test_sigterm_to_train_stops_the_run_on_every_host(project: TrainingCluster) -> None:
     run = "terminated-1"
     controller, _ = _train_until_first_epoch(project, run, 50, "/checkpoints/t6-terminated", subprocess.PIPE)
     controller.send_signal(signal.SIGTERM)
@@ -274,7 +244,7 @@ def test_sigterm_to_train_stops_the_run_on_every_host(project: Project) -> None:
     assert project.record(run)["state"] == "stopped"
 
 
-def test_preflight_fails_when_a_firewall_blocks_the_rendezvous_port(project: Project) -> None:
+def test_preflight_fails_when_a_firewall_blocks_the_rendezvous_port(project: TrainingCluster) -> None:
     namespace = host_namespace(NAME, "node-0")
     port = project.spec.network.rdzv_port
     block = (
