@@ -237,9 +237,8 @@ class BaseRecipe:
     @property
     def stable_name(self) -> str:
         """What locks and Dockerfiles call it: its contents that matter, not this machine's mirror."""
-        return (
-            f"{BASE_REPOSITORY}:py{BASE_PYTHON_VERSION}-torch{self.torch}-numpy{self.numpy}-r{self.version}"
-        )
+        tag = f"py{BASE_PYTHON_VERSION}-torch{self.torch}-numpy{self.numpy}-r{self.version}"
+        return f"{BASE_REPOSITORY}:{re.sub(r'[^A-Za-z0-9_.-]', '_', tag)}"  # 2.13.0+cpu: no '+' in tags
 
 
 def base_tag(digest: str) -> str:
