@@ -96,7 +96,9 @@ def local_folders(settings: PipSettings) -> tuple[Path, ...]:
     """The folders to mount read-only into the lock's container: those that exist here."""
     folders = (_folder(location) for location in settings.locations())
     # A file:// index's pages link to files beside it (../../files/x.whl): mount its parent too.
-    mounts = {folder.parent if folder.name == "simple" else folder for folder in folders if folder is not None}
+    mounts = {
+        folder.parent if folder.name == "simple" else folder for folder in folders if folder is not None
+    }
     return tuple(sorted(folder for folder in mounts if folder.is_dir()))
 
 

@@ -37,14 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from gpufleet.environment import pip_settings, resolve
-from gpufleet.environment.lockfile import Lock, LockedBase, lock_problem, read_lock, write_lock
-from gpufleet.environment.packages import environment_inputs
 from gpufleet.errors import GpufleetError
 from gpufleet.local import dockerd
-from gpufleet.render.image_context import MANIFEST_LABEL, MANIFEST_PATH
-from gpufleet.render.renderer import RenderedTree, render_image_context, write_tree
-from gpufleet.spec.image_ref import ImageRef
+from gpufleet.render.renderer import render_dockerfile, render_entrypoint
 from gpufleet.spec.models import ClusterSpec
 
 CACHE_ENV = "GPUFLEET_CACHE"
@@ -56,7 +51,7 @@ Progress = Callable[[str], None]
 
 RECIPE_VERSION = 1
 """Bump when the stand-in base's build steps change: every cached base is rebuilt."""
-IMAGE_RECIPE_VERSION = 2
+IMAGE_RECIPE_VERSION = 1
 """Bump when the training image's build steps change."""
 SUITE = "bookworm"
 BASE_PACKAGES = ("ca-certificates", "python3", "python3-venv")
@@ -122,7 +117,6 @@ def logs_dir() -> Path:
 class LocalImage:
     tag: str  # "<image.name>:gpufleet-<12 hex>"
     id: str  # "sha256:..." image id
-    manifest_digest: str | None = None  # "sha256:..." of its /etc/gpufleet/environment.json
 
 
 @dataclass(frozen=True)
@@ -234,31 +228,26 @@ class BaseRecipe:
     def tag(self) -> str:
         return base_tag(self.digest)
 
-    @property
-    def stable_name(self) -> str:
-        """What locks and Dockerfiles call it: its contents that matter, not this machine's mirror."""
-        tag = f"py{BASE_PYTHON_VERSION}-torch{self.torch}-numpy{self.numpy}-r{self.version}"
-        return f"{BASE_REPOSITORY}:{re.sub(r'[^A-Za-z0-9_.-]', '_', tag)}"  # 2.13.0+cpu: no '+' in tags
-
 
 def base_tag(digest: str) -> str:
     return f"{BASE_REPOSITORY}:{digest[:DIGEST_CHARS]}"
 
 
-def image_inputs_digest(files: Mapping[str, bytes], base_id: str) -> str:
+def image_inputs_digest(dockerfile: bytes, entrypoint: bytes, base_id: str) -> str:
     return _digest(
         {
             "kind": "gpufleet training image",
             "version": IMAGE_RECIPE_VERSION,
-            "files": {name: _sha(data) for name, data in sorted(files.items())},
+            "dockerfile": _sha(dockerfile),
+            "entrypoint": _sha(entrypoint),
             "base": base_id,
         }
     )
 
 
 def image_tag(image_name: str, digest: str) -> str:
-    """``registry.example.com/ml/chatbot-train:v2.9`` -> ``...chatbot-train:gpufleet-<12 hex>``."""
-    return str(ImageRef.parse(image_name).tagged(TAG_PREFIX + digest[:DIGEST_CHARS]))
+    """``registry.example.com/ml/chatbot-train`` -> ``...chatbot-train:gpufleet-<12 hex>``."""
+    return f"{image_name}:{TAG_PREFIX}{digest[:DIGEST_CHARS]}"
 
 
 def normalized_reference(ref: str) -> str:
@@ -766,43 +755,30 @@ def _install_apt_files(root: Path, files: Sequence[tuple[str, bytes]]) -> None:
                 shutil.copyfile(source, copy)
 
 
-@dataclass(frozen=True)
-class Base:
-    """The effective base in the build daemon, and how a lock names it."""
-
-    tag: str  # what the build daemon knows it as
-    id: str
-    locked: LockedBase  # reference (the stand-in's stable name, or image.base) and ids
-    step: BuildStep
-
-
-def _ensure_base(spec: ClusterSpec, builder: _Builder, progress: Progress) -> Base:
+def _ensure_base(spec: ClusterSpec, builder: _Builder, progress: Progress) -> tuple[str, str, BuildStep]:
+    """(tag, id, step) of the effective base."""
     started = time.monotonic()
     if not uses_stand_in_base(spec):
         return _given_base(spec.image.base, builder, progress, started)
     recipe = machine_recipe()
     tag = recipe.tag
     image_id = builder.image_id(tag, (RECIPE_LABEL, recipe.digest))
-    cached = image_id is not None
     if image_id is not None:
         progress(f"image: base {tag} cached")
-    else:
-        image_id = _build_stand_in(recipe, builder, progress)
-        progress(f"image: base {tag} built in {time.monotonic() - started:.1f} s")
-    if builder.image_id(recipe.stable_name) != image_id:  # locks and Dockerfiles name it so
-        tagged = dockerd.docker_cli(builder.get(), "tag", image_id, recipe.stable_name)
-        if tagged.returncode != 0:
-            raise GpufleetError(f"image: docker tag {recipe.stable_name} failed: {tagged.stderr.strip()}")
-    step = BuildStep("base", time.monotonic() - started, cached)
-    return Base(tag, image_id, LockedBase(reference=recipe.stable_name), step)
+        return tag, image_id, BuildStep("base", time.monotonic() - started, True)
+    image_id = _build_stand_in(recipe, builder, progress)
+    seconds = time.monotonic() - started
+    progress(f"image: base {tag} built in {seconds:.1f} s")
+    return tag, image_id, BuildStep("base", seconds, False)
 
 
-def _given_base(base: str, builder: _Builder, progress: Progress, started: float) -> Base:
+def _given_base(
+    base: str, builder: _Builder, progress: Progress, started: float
+) -> tuple[str, str, BuildStep]:
     image_id = builder.image_id(base)
     if image_id is not None:
         progress(f"image: base {base} cached")
-        step = BuildStep("base", time.monotonic() - started, True)
-        return Base(base, image_id, LockedBase(reference=base, image_id=image_id), step)
+        return base, image_id, BuildStep("base", time.monotonic() - started, True)
     progress(f"image: base {base}: not in the image cache; trying docker pull")
     log = _open_log("base-pull")
     try:
@@ -826,62 +802,7 @@ def _given_base(base: str, builder: _Builder, progress: Progress, started: float
         )
     seconds = time.monotonic() - started
     progress(f"image: base {base} pulled in {seconds:.1f} s")
-    return Base(
-        base, image_id, LockedBase(reference=base, image_id=image_id), BuildStep("base", seconds, False)
-    )
-
-
-def base_problem(lock: Lock, base: LockedBase) -> str | None:
-    """Why ``lock`` was not made against this base (a rebuilt stand-in, another loaded image)."""
-    if lock.base.reference != base.reference:
-        return f"it was resolved in {lock.base.reference}, the base is now {base.reference}"
-    if base.image_id is not None and lock.base.image_id != base.image_id:
-        return f"it was resolved in {base.reference} at image id {lock.base.image_id}, the cache has {base.image_id}"
-    return None
-
-
-# --- the lock ---------------------------------------------------------------------------------
-
-
-def lock_image(spec: ClusterSpec, previous: Lock | None, upgrade: bool, progress: Progress) -> Lock:
-    """Resolve the stack's packages in its base (built or found in the cache): ``gpufleet lock``."""
-    inputs = environment_inputs(spec)
-    with _machine_lock(progress):
-        _clean_leftovers()
-        with _builder(progress) as builder:
-            base = _ensure_base(spec, builder, progress)
-            if previous is not None and base_problem(previous, base.locked):
-                previous = None  # another base: nothing of the old resolution applies
-            progress(
-                f"lock: resolving {len(inputs.python_packages)} Python and {len(inputs.apt_packages)} "
-                f"apt packages in {base.locked.reference} (about 30 s)"
-            )
-            log = _open_log("lock")
-            return resolve.resolve(
-                builder.get().docker,
-                base.tag,
-                base.locked,
-                inputs,
-                previous,
-                upgrade,
-                None,  # the machine's mirror: the stand-in has no snapshot service to pin
-                pip_settings.machine_settings(),
-                log,
-                env=_docker_env(buildkit=False),
-            )
-
-
-def cached_lock(spec: ClusterSpec, progress: Progress) -> Lock:
-    """A lock for a spec with no stack file (tests, benchmarks): resolved once per inputs on this machine."""
-    inputs = environment_inputs(spec)
-    key = _digest({"inputs": inputs.model_dump(mode="json"), "torch": machine_recipe().stable_name})
-    path = cache_dir() / "locks" / f"{key[: DIGEST_CHARS * 2]}.lock"
-    lock = read_lock(path) if path.is_file() else None
-    if lock is None or lock_problem(lock, inputs) is not None:
-        lock = lock_image(spec, None, False, progress)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_lock(path, lock)
-    return lock
+    return base, image_id, BuildStep("base", seconds, False)
 
 
 # --- the training image -----------------------------------------------------------------------
@@ -889,30 +810,27 @@ def cached_lock(spec: ClusterSpec, progress: Progress) -> Lock:
 
 @dataclass(frozen=True)
 class BuildContext:
-    files: RenderedTree
-    digest: str  # of the inputs: every file, the base image id
+    dockerfile: bytes
+    entrypoint: bytes
+    digest: str  # of the inputs: Dockerfile, entrypoint, base image id
     tag: str
 
 
-def build_context(spec: ClusterSpec, lock: Lock, base_id: str) -> BuildContext:
-    """The rendered image context for ``lock``, and the image's content tag."""
-    files = render_image_context(spec, lock)
-    digest = image_inputs_digest({str(k): v.encode() for k, v in files.items()}, base_id)
-    return BuildContext(files, digest, image_tag(spec.image.name, digest))
+def build_context(spec: ClusterSpec, base: str, base_id: str) -> BuildContext:
+    """The rendered Dockerfile and entrypoint for ``FROM base``, and the image's content tag."""
+    rendered = spec.model_copy(update={"image": spec.image.model_copy(update={"base": base})})
+    dockerfile = render_dockerfile(rendered).encode()
+    entrypoint = render_entrypoint(rendered).encode()
+    digest = image_inputs_digest(dockerfile, entrypoint, base_id)
+    return BuildContext(dockerfile, entrypoint, digest, image_tag(spec.image.name, digest))
 
 
 def write_context(context: BuildContext, folder: Path) -> None:
-    """The files as ``gpufleet render`` writes them."""
-    write_tree(context.files, folder)
-
-
-def hash_mismatch(log_text: str) -> str | None:
-    """The packages pip refused for their hashes (a hand-edited lock, or an index that changed a file)."""
-    if "DO NOT MATCH THE HASHES" not in log_text:
-        return None
-    after = log_text.split("DO NOT MATCH THE HASHES", 1)[1]
-    names = re.findall(r"^\s*(?:#\d+ [\d.]+ )?\s*([A-Za-z0-9_.-]+==[^\s:]+) from ", after, flags=re.MULTILINE)
-    return ", ".join(dict.fromkeys(names)) or "a package"
+    """The files as ``gpufleet render`` writes them (the entrypoint 0644: the Dockerfile sets its mode)."""
+    (folder / "Dockerfile").write_bytes(context.dockerfile)
+    entrypoint = folder / "entrypoint.sh"
+    entrypoint.write_bytes(context.entrypoint)
+    entrypoint.chmod(0o644)
 
 
 def docker_build(
@@ -922,125 +840,58 @@ def docker_build(
     progress: Progress,
     buildkit: bool = True,
     log_name: str | None = None,
-    no_cache: bool = False,
 ) -> Path:
     """``docker build --network host`` of the context into ``daemon``; the log's path."""
     log = _open_log(log_name or f"image-{context.digest[:DIGEST_CHARS]}")
     folder = Path(tempfile.mkdtemp(prefix="gpufleet-context-"))
-    args = pip_settings.build_args(pip_settings.machine_settings())
     try:
         write_context(context, folder)
         argv = ["build", "--network", "host", "--label", f"{INPUTS_LABEL}={context.digest}", "--tag", tag]
-        argv += [arg for key, value in sorted(args.items()) for arg in ("--build-arg", f"{key}={value}")]
         argv += ["--progress", "plain"] if buildkit else ["--force-rm"]
-        argv += ["--no-cache"] if no_cache else []
-        try:
-            _run(
-                f"{tag}: docker build" + ("" if buildkit else " (classic builder)"),
-                [daemon.docker(*argv, str(folder))],
-                log,
-                progress,
-                env=_docker_env(buildkit),
-            )
-        except GpufleetError:
-            refused = hash_mismatch(log.read_text(errors="replace"))
-            if refused is None:
-                raise
-            raise GpufleetError(
-                f"image: pip refused {refused}: its file does not match the lock's sha256 (a hand-edited "
-                f"lock, or the index replaced the file); check the lock, then `gpufleet lock` (log: {log})"
-            ) from None
+        _run(
+            f"{tag}: docker build" + ("" if buildkit else " (classic builder)"),
+            [daemon.docker(*argv, str(folder))],
+            log,
+            progress,
+            env=_docker_env(buildkit),
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return log
 
 
-def label_manifest(daemon: dockerd.Daemon, built: str, tag: str, progress: Progress) -> str:
-    """Read the manifest the build wrote and put its sha256 on the image as a label; the digest."""
-    read = dockerd.docker_cli(
-        daemon, "run", "--rm", "--network", "none", "--entrypoint", "cat", built, MANIFEST_PATH
-    )
-    if read.returncode != 0:
-        raise GpufleetError(f"image: {tag}: no {MANIFEST_PATH} in the built image: {read.stderr.strip()}")
-    manifest = "sha256:" + hashlib.sha256(read.stdout.encode()).hexdigest()
-    log = _open_log("image-label")
-    folder = Path(tempfile.mkdtemp(prefix="gpufleet-label-"))
-    try:
-        (folder / "Dockerfile").write_text(f"FROM {built}\nLABEL {MANIFEST_LABEL}={manifest}\n")
-        _run(f"{tag}: label", [daemon.docker("build", "--tag", tag, str(folder))], log, progress,
-             env=_docker_env(False))  # fmt: skip
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return manifest
-
-
-def build_image(
-    daemon: dockerd.Daemon, context: BuildContext, progress: Progress, no_cache: bool = False
-) -> LocalImage:
-    """Build, then label with the manifest's digest: the image ``up`` and ``build`` deliver."""
-    unlabeled = f"{context.tag}-unlabeled"
-    log = docker_build(daemon, context, unlabeled, progress, no_cache=no_cache)
-    manifest = label_manifest(daemon, unlabeled, context.tag, progress)
-    dockerd.docker_cli(daemon, "rmi", "--no-prune", unlabeled)
-    image_id = daemon_image_id(daemon, context.tag, (MANIFEST_LABEL, manifest))
-    if image_id is None:
-        raise GpufleetError(f"image: {context.tag} is not in the build daemon after docker build; see {log}")
-    return LocalImage(context.tag, image_id, manifest)
-
-
 def _ensure_training(
-    spec: ClusterSpec, lock: Lock, base: Base, builder: _Builder, progress: Progress, no_cache: bool
+    spec: ClusterSpec, base: str, base_id: str, builder: _Builder, progress: Progress
 ) -> tuple[LocalImage, BuildStep]:
     started = time.monotonic()
-    problem = base_problem(lock, base.locked)
-    if problem is not None:
-        raise GpufleetError(f"image: the lock does not fit the base ({problem}): run `gpufleet lock`")
-    context = build_context(spec, lock, base.id)
-    image_id = None if no_cache else builder.image_id(context.tag, (INPUTS_LABEL, context.digest))
+    context = build_context(spec, base, base_id)
+    label = (INPUTS_LABEL, context.digest)
+    image_id = builder.image_id(context.tag, label)
     if image_id is not None:
-        labels = stored_labels(builder.data_root, image_id) if builder.daemon is None else {}
-        manifest = labels.get(MANIFEST_LABEL) or _label(builder.get(), image_id, MANIFEST_LABEL)
-        if manifest:
-            progress(f"image: {context.tag} cached")
-            return LocalImage(context.tag, image_id, manifest), BuildStep(
-                "image", time.monotonic() - started, True
-            )
-    progress(f"image: building {context.tag} from the rendered image context (FROM {lock.base.pinned})")
-    image = build_image(builder.get(), context, progress, no_cache=no_cache)
+        progress(f"image: {context.tag} cached")
+        return LocalImage(context.tag, image_id), BuildStep("image", time.monotonic() - started, True)
+    progress(f"image: building {context.tag} from the rendered Dockerfile (FROM {base})")
+    daemon = builder.get()
+    log = docker_build(daemon, context, context.tag, progress)
+    image_id = daemon_image_id(daemon, context.tag, label)
+    if image_id is None:
+        raise GpufleetError(f"image: {context.tag} is not in the build daemon after docker build; see {log}")
     seconds = time.monotonic() - started
     progress(f"image: {context.tag} built in {seconds:.1f} s")
-    return image, BuildStep("image", seconds, False)
-
-
-def _label(daemon: dockerd.Daemon, image_id: str, key: str) -> str | None:
-    probe = dockerd.docker_cli(daemon, "image", "inspect", "--format", "{{json .Config.Labels}}", image_id)
-    try:
-        labels = json.loads(probe.stdout) or {}
-    except ValueError:
-        return None
-    value = labels.get(key) if isinstance(labels, dict) else None
-    return value if isinstance(value, str) else None
+    return LocalImage(context.tag, image_id), BuildStep("image", seconds, False)
 
 
 # --- the API ----------------------------------------------------------------------------------
 
 
-def ensure_image(
-    spec: ClusterSpec, progress: Progress, lock: Lock | None = None, no_cache: bool = False
-) -> tuple[LocalImage, list[BuildStep]]:
-    """The stack's training image in the build cache, built (with its base) only if its inputs changed.
-
-    ``lock``: the stack's lock (``gpufleet up`` and ``build`` pass it); without one, a
-    machine-wide cached lock of the spec's packages (specs without a stack file).
-    """
-    if lock is None:
-        lock = cached_lock(spec, progress)
+def ensure_image(spec: ClusterSpec, progress: Progress) -> tuple[LocalImage, list[BuildStep]]:
+    """The stack's training image in the build cache, built (with its base) only if its inputs changed."""
     with _machine_lock(progress):
         _clean_leftovers()
         with _builder(progress) as builder:
-            base = _ensure_base(spec, builder, progress)
-            image, image_step = _ensure_training(spec, lock, base, builder, progress, no_cache)
-    return image, [base.step, image_step]
+            base, base_id, base_step = _ensure_base(spec, builder, progress)
+            image, image_step = _ensure_training(spec, base, base_id, builder, progress)
+    return image, [base_step, image_step]
 
 
 def load_into(image: LocalImage, target: dockerd.Daemon, host: str, progress: Progress) -> BuildStep:
@@ -1071,8 +922,7 @@ def load_into(image: LocalImage, target: dockerd.Daemon, host: str, progress: Pr
         )
     if daemon_image_id(target, image.tag) != image.id:
         raise GpufleetError(
-            f"image: {host}: {image.tag} is not in the host's daemon after docker load, or has another "
-            f"image id than {image.id}; see {log}"
+            f"image: {host}: {image.tag} is not in the host's daemon after docker load; see {log}"
         )
     seconds = time.monotonic() - started
     progress(f"image: loaded into {host} in {seconds:.1f} s")

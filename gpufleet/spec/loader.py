@@ -201,10 +201,9 @@ def load_spec(path: Path) -> ClusterSpec:
 def spec_warnings(spec: ClusterSpec) -> list[str]:
     """Things that are allowed but that a reviewer should see."""
     warnings = []
-    if spec.image.digest is None and spec.provisioner != "local":
+    if spec.image.digest is None:
         warnings.append(
-            f"image.digest is not set: hosts pull {spec.image.reference}, a tag that may move; "
-            "`gpufleet build --push` prints the digest to pin"
+            "image.digest is not set: hosts pull 'latest', which is not reproducible; pin the image by digest"
         )
     for cidr in spec.ssh.admin_cidrs:
         network = ipaddress.ip_network(cidr)
