@@ -57,8 +57,9 @@ def parse_one_line_sources(text: str) -> list[dict[str, Any]]:
             taken = []
             while rest and not rest[0].endswith("]"):
                 taken.append(rest.pop(0))
-            taken.append(rest.pop(0))
-            options = " ".join(taken)[1:-1].strip()
+            if rest:
+                taken.append(rest.pop(0))
+            options = " ".join(taken).strip("[]").strip()
         if len(rest) >= 2:
             sources.append({"options": options, "uri": rest[0], "suite": rest[1], "components": rest[2:]})
     return sources

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gpufleet.errors import GpufleetError
+from gpufleet.hostscripts import envlock
 from gpufleet.local import dockerd
 from gpufleet.render.renderer import render_dockerfile, render_entrypoint
 from gpufleet.spec.models import ClusterSpec
@@ -143,40 +144,18 @@ def _sha(data: bytes) -> str:
 
 
 def mirror_from_deb822(text: str, suite: str = SUITE) -> str | None:
-    """The first ``URIs`` of a deb822 stanza of Types deb that lists ``suite`` itself."""
-    for stanza in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            if line[0].isspace() and fields:
-                continue  # a continuation line (e.g. an inline Signed-By key)
-            key, sep, value = line.partition(":")
-            if sep:
-                fields[key.strip().lower()] = value.strip()
-        if fields.get("enabled", "yes").lower() == "no":
-            continue
-        if "deb" in fields.get("types", "").split() and suite in fields.get("suites", "").split():
-            uris = fields.get("uris", "").split()
-            if uris:
-                return uris[0].rstrip("/")
-    return None
+    """The first ``URIs`` of an enabled deb822 stanza of Types deb that lists ``suite`` itself."""
+    return _first_uri(envlock.parse_deb822_sources(text), suite)
 
 
 def mirror_from_sources_list(text: str, suite: str = SUITE) -> str | None:
     """The URI of the first ``deb [options] URI suite ...`` line for ``suite``."""
-    for line in text.splitlines():
-        words = line.split("#", 1)[0].split()
-        if not words or words[0] != "deb":
-            continue
-        words = words[1:]
-        if words and words[0].startswith("["):
-            while words and not words[0].endswith("]"):
-                words = words[1:]
-            words = words[1:]
-        if len(words) >= 2 and words[1] == suite:
-            return words[0].rstrip("/")
-    return None
+    return _first_uri(envlock.parse_one_line_sources(text), suite)
+
+
+def _first_uri(sources: list[dict[str, Any]], suite: str) -> str | None:
+    """One parser of apt sources for the machine's mirror and for the lock's snapshot (envlock.py)."""
+    return next((str(s["uri"]).rstrip("/") for s in sources if s["suite"] == suite), None)
 
 
 def apt_mirror(deb822: str | None, sources_list: str | None) -> str:
