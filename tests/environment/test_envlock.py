@@ -100,3 +100,7 @@ def test_a_missing_package_is_named_with_the_resolvers_reason() -> None:
     message = envlock.resolution_failure(stderr)
     assert message.startswith("no version of no-such-pkg-xyz on the index satisfies it")
     assert "\n" not in message
+
+
+def test_an_unclosed_options_bracket_is_skipped_not_raised() -> None:
+    assert envlock.parse_one_line_sources("deb [arch=amd64 http://x.example/debian bookworm main\n") == []
