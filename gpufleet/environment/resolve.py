@@ -14,10 +14,10 @@ from gpufleet.environment import pip_settings
 from gpufleet.environment.lockfile import AptLock, AptPin, Lock, LockedBase, PythonPin
 from gpufleet.environment.packages import EnvironmentInputs
 from gpufleet.errors import GpufleetError
+from gpufleet.hostscripts.envlock import ANSWER_PREFIX
 
 DockerArgv = Callable[..., list[str]]
 """``docker(*args)`` -> the argv of a docker CLI talking to the daemon that has the base."""
-ANSWER_PREFIX = "GPUFLEET-LOCK "
 LOCK_TIMEOUT_S = 1200.0
 
 
