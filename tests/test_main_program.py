@@ -25,12 +25,14 @@ from components.testing import (
     fake_ed25519,
     run_program,
 )
+from gpufleet.environment.lockfile import write_lock
 from gpufleet.inventory import Inventory, state_dir
 from gpufleet.pulumi_outputs import inventory_from_outputs
 from gpufleet.render import render_cluster
-from gpufleet.spec import ClusterSpec
+from gpufleet.spec import ClusterSpec, parse_spec
 from gpufleet.spec.loader import read_stack_config
 from tests.conftest import PROJECT_ROOT, SHIPPED_STACKS, STACKS_DIR, stack_spec
+from tests.environment.sample_locks import sample_lock
 
 PULUMI_STACKS = [s for s in SHIPPED_STACKS if stack_spec(s).provisioner == "pulumi"]
 MIB = 1024**2
@@ -396,13 +398,26 @@ def test_unreadable_identity_file_is_a_run_error(tmp_path: Any) -> None:
         run_program(raw, stack="nokey", runner_private_key=None)
 
 
+def _build_run(raw: dict[str, Any], lock: bool) -> tuple[Any, dict[str, str]]:
+    """The program with build_image on, stack "build", with (or without) stacks/Pulumi.build.lock;
+    its run and the build context it rendered (read before it is cleaned up)."""
+    lock_file = PROJECT_ROOT / "stacks" / "Pulumi.build.lock"
+    folder = state_dir(PROJECT_ROOT, raw["name"]) / "image"
+    if lock:  # by hand: the base cannot be pulled here (no registry), so it cannot be resolved
+        write_lock(lock_file, sample_lock(parse_spec(raw)))
+    try:
+        run = run_program(raw, stack="build", extra_config={"gpufleet:build_image": "true"})
+        files = {p.relative_to(folder).as_posix(): p.read_text() for p in folder.rglob("*") if p.is_file()}
+        return run, files
+    finally:  # the program renders the build context into the project's state folder
+        shutil.rmtree(state_dir(PROJECT_ROOT, raw["name"]), ignore_errors=True)
+        lock_file.unlink(missing_ok=True)
+
+
 def test_build_image_pushes_once_and_every_host_pulls_its_digest() -> None:
     raw = _raw("example-roce")
     raw["name"] = "pulumi-build-test"
-    try:
-        run = run_program(raw, stack="build", extra_config={"gpufleet:build_image": "true"})
-    finally:  # the program renders the build context into the project's state folder
-        shutil.rmtree(state_dir(PROJECT_ROOT, raw["name"]), ignore_errors=True)
+    run, _ = _build_run(raw, lock=True)
     [build] = run.of_type("docker:index/image:Image")
     assert build.inputs["imageName"].startswith("registry.example.com/ml/chatbot-train:gpufleet-")
     assert build.inputs["build"]["dockerfile"].endswith("Dockerfile")
@@ -411,3 +426,20 @@ def test_build_image_pushes_once_and_every_host_pulls_its_digest() -> None:
     [pulled] = pulls
     assert pulled.startswith("registry.example.com/ml/chatbot-train@sha256:")
     assert run.exports["image_digest"] == pulled.split("@")[1] != raw["image"]["digest"]
+
+
+def test_the_built_image_installs_the_stacks_lock() -> None:
+    raw = _raw("example-roce")
+    raw["name"] = "pulumi-lock-test"
+    _, files = _build_run(raw, lock=True)
+    assert "--require-hashes" in files["Dockerfile"]
+    assert "FROM pytorch/pytorch:2.9.0-cuda12.8-cudnn9-runtime@sha256:" in files["Dockerfile"]
+    assert "Installs exactly Pulumi.build.lock" in files["Dockerfile"]
+    assert files["gpufleet-env/requirements.lock"].startswith("jupyterlab==1.0.0 \\\n    --hash=sha256:")
+
+
+def test_building_without_the_stacks_lock_says_how_to_make_it() -> None:
+    raw = _raw("example-roce")
+    raw["name"] = "pulumi-nolock-test"
+    with pytest.raises(pulumi.RunError, match=r"Pulumi\.build\.lock is missing.*gpufleet lock --stack build"):
+        _build_run(raw, lock=False)

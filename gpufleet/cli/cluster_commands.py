@@ -9,9 +9,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gpufleet.cli.common import FileOption, StackOption, console, load_cli_spec
+from gpufleet.cli.common import FileOption, StackOption, console, load_cli_spec, uses_image
+from gpufleet.cli.image_commands import ensure_stack_lock
 from gpufleet.inventory import KEY_FILE, KNOWN_HOSTS_FILE, InventoryHost, load_inventory, state_dir
-from gpufleet.local import cluster_down, cluster_is_up, cluster_up
+from gpufleet.local import cluster_down, cluster_is_up, cluster_up, preflight_tools
 from gpufleet.spec.loader import find_project_root
 
 HostArgument = Annotated[str, typer.Argument(help="Host name, as in the spec's hosts list.")]
@@ -31,12 +32,14 @@ def _display(path: Path) -> str:
 def up(stack: StackOption = None, file: FileOption = None) -> None:
     """Build a 'provisioner: local' cluster on this machine (network namespaces, real sshd and
     nftables) and wait until a key login works on every host. Needs root."""
-    _, spec = load_cli_spec(stack, file)
+    path, spec = load_cli_spec(stack, file)
+    preflight_tools.check_provisioner(spec)  # a Pulumi stack is refused before anything is locked
+    lock = ensure_stack_lock(path, spec) if uses_image(spec) else None
     root = find_project_root()
     already = cluster_is_up(spec, root)
     with console.status(f"cluster {spec.name}: starting") as status:
         inventory = cluster_up(
-            spec, root, progress=lambda message: status.update(f"cluster {spec.name}: {message}")
+            spec, root, progress=lambda message: status.update(f"cluster {spec.name}: {message}"), lock=lock
         )
     state = "was already up; nothing changed" if already else "is up"
     table = Table(title=f"cluster {spec.name} {state}", title_justify="left")

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from gpufleet.environment.lockfile import Lock
+from gpufleet.environment.stack_lock import current_lock, missing_lock_warning
 from gpufleet.spec import ClusterSpec, load_spec, resolve_stack_file, spec_warnings
 
 console = Console()
@@ -35,3 +37,18 @@ def load_cli_spec(stack: str | None, file: Path | None, quiet: bool = False) -> 
         for message in spec_warnings(spec):
             warn(f"{path}: {message}")
     return path, spec
+
+
+def uses_image(spec: ClusterSpec) -> bool:
+    """Every stack but a local one on the process runtime (its hosts run the venv, not the image)."""
+    return spec.provisioner != "local" or spec.local.runtime == "docker"
+
+
+def load_cli_lock(path: Path, spec: ClusterSpec, quiet: bool = False) -> Lock | None:
+    """The stack's lock when it fits the spec; None (warned) when there is none; InputError when stale."""
+    if not uses_image(spec):
+        return None
+    lock = current_lock(path, spec)
+    if lock is None and not quiet:
+        warn(f"{path}: {missing_lock_warning(path)}")
+    return lock

@@ -9,6 +9,7 @@ import typer
 from gpufleet.cli import (
     cluster_commands,
     hardware_commands,
+    image_commands,
     jupyter_command,
     launch_commands,
     pulumi_commands,
@@ -26,6 +27,8 @@ app = typer.Typer(
 )
 app.command()(spec_commands.validate)
 app.command()(spec_commands.render)
+app.command()(image_commands.lock)
+app.command()(image_commands.build)
 app.command()(pulumi_commands.inventory)
 app.command()(cluster_commands.up)
 app.command()(cluster_commands.down)

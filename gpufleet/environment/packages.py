@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from pydantic import BaseModel, ConfigDict
 
 from gpufleet.spec.models import ClusterSpec
@@ -46,12 +44,10 @@ def uses_stand_in_base(spec: ClusterSpec) -> bool:
     return spec.provisioner == "local" and "base" not in spec.image.model_fields_set
 
 
-def environment_inputs(
-    spec: ClusterSpec, python_packages: Sequence[str] = (), apt_packages: Sequence[str] = ()
-) -> EnvironmentInputs:
+def environment_inputs(spec: ClusterSpec) -> EnvironmentInputs:
     """gpufleet's own packages, then the team's (image.python_packages and image.apt_packages)."""
     return EnvironmentInputs(
         base=STAND_IN_BASE if uses_stand_in_base(spec) else spec.image.base,
-        python_packages=(*IMAGE_PYTHON_PACKAGES, *python_packages),
-        apt_packages=(*IMAGE_APT_PACKAGES, *apt_packages),
+        python_packages=(*IMAGE_PYTHON_PACKAGES, *spec.image.python_packages),
+        apt_packages=(*IMAGE_APT_PACKAGES, *spec.image.apt_packages),
     )

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from gpufleet.environment import pip_settings
+from gpufleet.environment.docker_client import DockerClient
 from gpufleet.environment.lockfile import AptLock, AptPin, Lock, LockedBase, PythonPin
 from gpufleet.environment.packages import EnvironmentInputs
 from gpufleet.errors import GpufleetError
 from gpufleet.hostscripts.envlock import ANSWER_PREFIX
 
-DockerArgv = Callable[..., list[str]]
-"""``docker(*args)`` -> the argv of a docker CLI talking to the daemon that has the base."""
 LOCK_TIMEOUT_S = 1200.0
 
 
@@ -48,7 +47,7 @@ def lock_request(
 
 
 def container_argv(
-    docker: DockerArgv, base: str, request: dict[str, Any], settings: pip_settings.PipSettings
+    docker: DockerClient, base: str, request: dict[str, Any], settings: pip_settings.PipSettings
 ) -> list[str]:
     mounts = [
         arg for folder in pip_settings.local_folders(settings) for arg in ("-v", f"{folder}:{folder}:ro")
@@ -58,7 +57,7 @@ def container_argv(
         for key, value in sorted(pip_settings.container_env(settings).items())
         for arg in ("-e", f"{key}={value}")
     ]
-    return docker(
+    return docker.argv(
         "run", "--rm", "-i", "--network", "host", "--user", "0", "--entrypoint", "python",
         *mounts, *env, base, "-", json.dumps(request, sort_keys=True),
     )  # fmt: skip
@@ -92,7 +91,7 @@ def lock_from_answer(inputs: EnvironmentInputs, base: LockedBase, answer: dict[s
 
 
 def resolve(
-    docker: DockerArgv,
+    docker: DockerClient,
     image: str,
     base: LockedBase,
     inputs: EnvironmentInputs,
@@ -101,14 +100,18 @@ def resolve(
     snapshot: str | None,
     settings: pip_settings.PipSettings,
     log: Path,
-    env: dict[str, str] | None = None,
 ) -> Lock:
     """The lock of ``inputs`` resolved in ``image`` (the base, as docker's daemon knows it)."""
     request = lock_request(inputs, previous, upgrade, snapshot)
     argv = container_argv(docker, image, request, settings)
     try:
         run = subprocess.run(
-            argv, input=envlock_source(), capture_output=True, timeout=LOCK_TIMEOUT_S, check=False, env=env
+            argv,
+            input=envlock_source(),
+            capture_output=True,
+            timeout=LOCK_TIMEOUT_S,
+            check=False,
+            env=docker.environment(),
         )
     except subprocess.TimeoutExpired:
         raise GpufleetError(f"lock: resolving in {base.reference} took over {LOCK_TIMEOUT_S:.0f} s") from None

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from gpufleet.environment.lockfile import Lock
 from gpufleet.errors import GpufleetError
 from gpufleet.inventory import STATE_DIR, Inventory, load_inventory, state_dir
 from gpufleet.local import hostproc, images, netns, preflight_tools
@@ -79,16 +80,24 @@ def _project_lock(project_root: Path) -> Iterator[None]:
 
 
 def cluster_up(
-    spec: ClusterSpec, project_root: Path, progress: Progress = _quiet, login_timeout: float = 15.0
+    spec: ClusterSpec,
+    project_root: Path,
+    progress: Progress = _quiet,
+    login_timeout: float = 15.0,
+    lock: Lock | None = None,
 ) -> Inventory:
+    """``lock``: the stack's lock (``gpufleet up`` passes it); without one, a machine-wide cached
+    lock of the spec's packages (specs without a stack file: tests, benchmarks)."""
     preflight_tools.check_provisioner(spec)
     check_names(spec)
     preflight_tools.check_root()
     with _project_lock(project_root):
-        return _up(spec, project_root, progress, login_timeout)
+        return _up(spec, project_root, progress, login_timeout, lock)
 
 
-def _up(spec: ClusterSpec, project_root: Path, progress: Progress, login_timeout: float) -> Inventory:
+def _up(
+    spec: ClusterSpec, project_root: Path, progress: Progress, login_timeout: float, lock: Lock | None
+) -> Inventory:
     folder = state_dir(project_root, spec.name)
     record = read_record(folder)
     if record is not None:
@@ -119,7 +128,7 @@ def _up(spec: ClusterSpec, project_root: Path, progress: Progress, login_timeout
         raise GpufleetError(str(error)) from None
     docker = spec.local.runtime == "docker"
     # Images first: a failed build leaves no cluster behind, and a built one is cached.
-    image = images.ensure_image(spec, progress)[0] if docker else None
+    image = images.ensure_image(spec, progress, lock)[0] if docker else None
     record = LocalRecord(
         cluster=spec.name,
         spec_fingerprint=spec_fingerprint(spec),

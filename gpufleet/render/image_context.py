@@ -63,4 +63,4 @@ def dockerfile_values(lock: Lock, lock_name: str) -> dict[str, object]:
 
 
 def render_image_dockerfile(common: dict[str, object], lock: Lock, lock_name: str) -> str:
-    return render_template("Dockerfile.locked.j2", **common, **dockerfile_values(lock, lock_name))
+    return render_template("Dockerfile.j2", **common, **dockerfile_values(lock, lock_name))

@@ -18,6 +18,8 @@ from gpufleet.derive.firewall import PING_RATE, FirewallPlan, firewall_plan
 from gpufleet.derive.nccl import NcclEnv, nccl_env
 from gpufleet.derive.slots import host_slots
 from gpufleet.derive.sshd import CONTAINER_SSH_DIR, SSHD_CONFIG_PATH, authorized_keys, sshd_settings
+from gpufleet.environment.lockfile import Lock
+from gpufleet.render.image_context import image_env_files, render_image_dockerfile
 from gpufleet.render.templating import render_template
 from gpufleet.spec.models import ClusterSpec, HostSpec
 
@@ -67,19 +69,27 @@ def render_compose(spec: ClusterSpec, host: HostSpec, settings: ContainerSetting
     )
 
 
-def render_dockerfile(spec: ClusterSpec) -> str:
-    return render_template(
-        "Dockerfile.j2",
-        cluster=spec.name,
-        base=spec.image.base,
-        image_name=spec.image.name,
-        user=spec.ssh.user,
-        uid=LOGIN_UID,
-        ssh_dir=CONTAINER_SSH_DIR,
-        staging_dir=STAGING_DIR,
-        workspace=WORKSPACE,
-        python=IMAGE_PYTHON,
-    )
+def render_dockerfile(spec: ClusterSpec, lock: Lock, lock_name: str = "the stack's lock") -> str:
+    """The Dockerfile that installs exactly ``lock`` (there is none without one: nothing unpinned)."""
+    common: dict[str, object] = {
+        "cluster": spec.name,
+        "user": spec.ssh.user,
+        "uid": LOGIN_UID,
+        "ssh_dir": CONTAINER_SSH_DIR,
+        "staging_dir": STAGING_DIR,
+        "workspace": WORKSPACE,
+        "python": IMAGE_PYTHON,
+    }
+    return render_image_dockerfile(common, lock, lock_name)
+
+
+def render_image_context(spec: ClusterSpec, lock: Lock, lock_name: str = "the stack's lock") -> RenderedTree:
+    """What the image is built from: Dockerfile, entrypoint.sh, gpufleet-env/."""
+    return {
+        PurePosixPath("Dockerfile"): render_dockerfile(spec, lock, lock_name),
+        PurePosixPath("entrypoint.sh"): render_entrypoint(spec),
+        **image_env_files(lock),
+    }
 
 
 def render_entrypoint(spec: ClusterSpec) -> str:
@@ -108,6 +118,8 @@ def render_cluster(
     spec: ClusterSpec,
     nccl_envs: Mapping[str, NcclEnv] | None = None,
     adjust: ContainerAdjustment | None = None,
+    lock: Lock | None = None,
+    lock_name: str = "the stack's lock",
 ) -> RenderedTree:
     """Every file of the cluster, keyed by its path in the output tree.
 
@@ -115,14 +127,16 @@ def render_cluster(
     e.g. with one refined by probed host facts. ``adjust`` changes a host's
     container settings before its compose file is rendered (the local
     runtime's few differences from production; never used for production files).
+    ``lock`` (the stack's lock) adds the image's build context; without one there is none.
     """
     plan = firewall_plan(spec)  # identical on every host: derive it once
     keys = authorized_keys(spec)
     tree: RenderedTree = {
-        PurePosixPath("Dockerfile"): render_dockerfile(spec),
         PurePosixPath("entrypoint.sh"): render_entrypoint(spec),
         PurePosixPath("hostfile"): render_hostfile(spec),
     }
+    if lock is not None:  # the image's files only with a lock: nothing in the image is unpinned
+        tree.update(render_image_context(spec, lock, lock_name))
     for host in spec.hosts:
         nccl = (nccl_envs or {}).get(host.name) or nccl_env(spec, host)
         settings = container_settings(spec, host, nccl)

@@ -68,3 +68,15 @@ class ImageRef:
         if not DIGEST_RE.match(digest):
             raise ImageRefError(f"{digest!r} is not 'sha256:' + 64 lowercase hex digits")
         return replace(self, digest=digest)
+
+    def with_default_tag(self) -> ImageRef:
+        """``name`` -> ``name:latest`` (what Docker tags an untagged build as); no digest."""
+        return ImageRef(self.repository, self.tag or DEFAULT_TAG, None)
+
+    @property
+    def familiar_repository(self) -> str:
+        """The repository as ``docker images`` shows it: ``docker.io/library/debian`` -> ``debian``."""
+        for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
+            if self.repository.startswith(prefix):
+                return self.repository.removeprefix(prefix)
+        return self.repository

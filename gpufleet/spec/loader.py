@@ -201,9 +201,10 @@ def load_spec(path: Path) -> ClusterSpec:
 def spec_warnings(spec: ClusterSpec) -> list[str]:
     """Things that are allowed but that a reviewer should see."""
     warnings = []
-    if spec.image.digest is None:
+    if spec.image.digest is None and spec.provisioner != "local":
         warnings.append(
-            "image.digest is not set: hosts pull 'latest', which is not reproducible; pin the image by digest"
+            f"image.digest is not set: hosts pull {spec.image.reference}, a tag that may move; "
+            "`gpufleet build --push` prints the digest to pin"
         )
     for cidr in spec.ssh.admin_cidrs:
         network = ipaddress.ip_network(cidr)

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -29,6 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from gpufleet.errors import shown
+from gpufleet.spec.image_ref import ImageRef, ImageRefError
 from gpufleet.spec.keys import check_public_key_line
 
 # --- reusable field types -------------------------------------------------------------
@@ -155,7 +158,36 @@ def _nccl_key(value: str) -> str:
 NcclKey = Annotated[str, _SAFE, AfterValidator(_nccl_key)]
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_IMAGE_RE = re.compile(r"^[a-z0-9]+([._/:-][a-zA-Z0-9_.-]+)*$")
+
+
+def _python_requirement(value: str) -> str:
+    try:
+        requirement = Requirement(value)
+    except InvalidRequirement as error:
+        raise ValueError(f"{shown(value)} is not a requirement specifier ({error})") from None
+    if requirement.url:
+        raise ValueError(
+            f"{shown(value)}: direct URLs cannot be locked by hash; name a package from the index"
+        )
+    return value
+
+
+def _package_key(value: str) -> str:
+    try:
+        return canonicalize_name(Requirement(value).name)
+    except InvalidRequirement:
+        return value
+
+
+PythonRequirement = Annotated[str, _SAFE, AfterValidator(_python_requirement)]
+AptPackage = Annotated[
+    str,
+    _SAFE,
+    _matching(
+        r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9]+)?$",
+        "is not a Debian package name (lowercase, e.g. libsndfile1); versions come from gpufleet lock",
+    ),
+]
 _DOCKER_SSH_RE = re.compile(
     r"^(?P<user>[a-z_][a-z0-9_-]{0,31})@(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(:(?P<port>\d{1,5}))?$"
 )
@@ -211,20 +243,37 @@ DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.9.0-cuda12.8-cudnn9-runtime"
 
 
 class ImageSpec(SpecModel):
-    """The training image: pinned by digest, built from the rendered Dockerfile."""
+    """The training image: its packages declared here, locked, built once, pinned by digest."""
 
     name: SafeStr = Field(
-        description="Registry reference of the training image, without tag or digest "
-        "(e.g. registry.example.com/ml/chatbot-train).",
+        description="Registry reference of the training image, with an optional tag and without "
+        "a digest (e.g. registry.example.com/ml/chatbot-train:v2.9).",
     )
     digest: SafeStr | None = Field(
         default=None,
-        description="The image's content digest, 'sha256:' + 64 hex. Without it the "
-        "cluster is not reproducible: hosts may pull different images.",
+        description="The pushed image's content digest, 'sha256:' + 64 hex (`gpufleet build --push` "
+        "prints it). Without it hosts pull a tag, which may move.",
     )
     base: SafeStr = Field(
         default=DEFAULT_BASE_IMAGE,
-        description="Base image the rendered Dockerfile builds from.",
+        description="Base image the rendered Dockerfile builds from (a local stack without it uses "
+        "the offline CPU stand-in base).",
+    )
+    python_packages: list[PythonRequirement] = Field(
+        default_factory=list,
+        description="The team's Python packages, as requirement specifiers (e.g. 'transformers>=4.40'); "
+        "`gpufleet lock` pins them and every dependency with hashes, inside the base.",
+    )
+    apt_packages: list[AptPackage] = Field(
+        default_factory=list,
+        description="The team's Debian/Ubuntu packages, by name; `gpufleet lock` pins them and "
+        "everything they pull in.",
+    )
+    distribution: Literal["registry", "ssh"] | None = Field(
+        default=None,
+        description="How hosts get the image: registry (push once, hosts pull) or ssh (streamed "
+        "over each host's pinned SSH login into its Docker daemon, for sites without a registry). "
+        "Default: ssh for local stacks, registry otherwise.",
     )
 
     @field_validator("name")
@@ -232,8 +281,19 @@ class ImageSpec(SpecModel):
     def _check_name(cls, value: str) -> str:
         if "@" in value:
             raise ValueError("put the digest in image.digest, not in image.name")
-        if not _IMAGE_RE.match(value):
-            raise ValueError(f"{shown(value)} is not an image reference (e.g. registry/ml/train)")
+        try:
+            ImageRef.parse(value)
+        except ImageRefError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("base")
+    @classmethod
+    def _check_base(cls, value: str) -> str:
+        try:
+            ImageRef.parse(value)
+        except ImageRefError as error:
+            raise ValueError(str(error)) from None
         return value
 
     @field_validator("digest")
@@ -246,10 +306,29 @@ class ImageSpec(SpecModel):
             )
         return value
 
+    @field_validator("python_packages", "apt_packages")
+    @classmethod
+    def _no_duplicates(cls, value: list[str]) -> list[str]:
+        names = [_package_key(item) for item in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} listed twice: give each package once")
+        return value
+
+    @property
+    def ref(self) -> ImageRef:
+        """``image.name`` (and ``image.digest``) as one typed reference."""
+        ref = ImageRef.parse(self.name)
+        return ref.with_digest(self.digest) if self.digest else ref
+
+    @property
+    def base_ref(self) -> ImageRef:
+        return ImageRef.parse(self.base)
+
     @property
     def reference(self) -> str:
-        """What hosts pull: ``name@digest`` when pinned, else ``name:latest``."""
-        return f"{self.name}@{self.digest}" if self.digest else f"{self.name}:latest"
+        """What hosts pull: ``name@digest`` when pinned, else ``name:tag`` (``latest`` when untagged)."""
+        return self.ref.pull
 
 
 class SshSpec(SpecModel):
@@ -571,6 +650,23 @@ class ClusterSpec(SpecModel):
                 "local: applies only to provisioner: local stacks; remove it or set provisioner: local",
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_distribution(self) -> ClusterSpec:
+        if self.provisioner == "local" and self.image.distribution == "registry":
+            raise PydanticCustomError(
+                "image_distribution",
+                "image.distribution: a local stack has no registry; its image is streamed into each "
+                "host (ssh): remove the key or set it to ssh",
+            )
+        return self
+
+    @property
+    def distribution(self) -> Literal["registry", "ssh"]:
+        """How hosts get the image (image.distribution, defaulting by provisioner)."""
+        if self.image.distribution is not None:
+            return self.image.distribution
+        return "ssh" if self.provisioner == "local" else "registry"
 
     def host(self, name: str) -> HostSpec:
         for host in self.hosts:

@@ -16,10 +16,13 @@ import pytest
 import yaml
 
 from gpufleet.cli.main import app
+from gpufleet.environment.lockfile import lock_path, write_lock
 from gpufleet.inventory import Inventory, InventoryHost, state_dir, write_state
 from gpufleet.probe import probe
+from gpufleet.spec import parse_spec
 from tests.cli.run import run_main
 from tests.conftest import PROJECT_ROOT
+from tests.environment.sample_locks import sample_lock
 from tests.spec.public_keys import ED25519
 from tests.spec.test_models import valid_spec
 
@@ -66,6 +69,13 @@ def _script(folder: Path) -> str:
     return str(path)
 
 
+def _stale_lock(folder: Path) -> list[str]:
+    """A stack whose lock was made before ``six`` was declared."""
+    stack = _stack(folder, {**_spec(), "image": {**_spec()["image"], "python_packages": ["six"]}})
+    write_lock(lock_path(Path(stack)), sample_lock(parse_spec(_spec())))
+    return ["-f", stack]
+
+
 Argv = Callable[[Path], list[str]]
 VALID: Argv = lambda f: ["-f", _stack(f, _spec())]  # noqa: E731
 MISSING: Argv = lambda f: ["-f", str(f / "missing.yaml")]  # noqa: E731
@@ -79,7 +89,15 @@ CASES = [
     pytest.param(lambda f: ["validate"], 2, id="validate-neither-stack-nor-file"),
     pytest.param(lambda f: ["validate", "--no-such-option"], 2, id="validate-unknown-option"),
     # render
+    pytest.param(lambda f: ["validate", *_stale_lock(f)], 2, id="validate-stale-lock"),
     pytest.param(lambda f: ["render", *VALID(f), "--out", str(f / "out")], 0, id="render-ok"),
+    pytest.param(lambda f: ["render", *_stale_lock(f), "--out", str(f / "out")], 2, id="render-stale-lock"),
+    # lock, build
+    pytest.param(lambda f: ["lock", *MISSING(f)], 2, id="lock-missing-file"),
+    pytest.param(lambda f: ["lock", *INVALID(f)], 2, id="lock-invalid-spec"),
+    pytest.param(lambda f: ["build", *_stale_lock(f)], 2, id="build-stale-lock"),
+    pytest.param(lambda f: ["build", *VALID(f), "--push"], 2, id="build-push-local-stack"),
+    pytest.param(lambda f: ["up", *_stale_lock(f)], 2, id="up-stale-lock"),
     pytest.param(lambda f: ["render", *INVALID(f), "--out", str(f / "out")], 2, id="render-invalid-spec"),
     pytest.param(lambda f: ["render", *VALID(f)], 2, id="render-without-out"),
     pytest.param(

@@ -62,7 +62,8 @@ def test_render_with_facts_writes_the_derived_nccl_env(
     code, _, err = run_main(
         ["render", "--stack", "example-roce", "--facts", str(folder), "-o", str(out_dir)], capsys
     )
-    assert (code, err) == (0, "")
+    assert code == 0
+    assert err.startswith("warning: ") and "no Pulumi.example-roce.lock" in err  # cannot be resolved here
     text = (out_dir / "hosts" / "roce-a" / "nccl.env").read_text()
     assert "NCCL_IB_HCA==mlx5_0:1,mlx5_1:1\n" in text
     assert "NCCL_IB_GID_INDEX=3\n" in text

@@ -17,6 +17,7 @@ from gpufleet.render import render_cluster, write_tree
 from gpufleet.render.templating import yaml_quote
 from gpufleet.spec import parse_spec
 from tests.conftest import stack_spec
+from tests.environment.sample_locks import sample_lock
 from tests.spec.test_models import mutated, valid_spec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -26,7 +27,8 @@ PER_HOST_FILES = {"sshd_config", "authorized_keys", "nftables.conf", "nccl.env",
 
 @pytest.mark.parametrize("stack", EXAMPLE_STACKS)
 def test_golden_files(stack: str) -> None:
-    tree = render_cluster(stack_spec(stack))
+    spec = stack_spec(stack)
+    tree = render_cluster(spec, lock=sample_lock(spec), lock_name=f"Pulumi.{stack}.lock")
     folder = GOLDEN / stack
     if os.environ.get("GPUFLEET_UPDATE_GOLDEN"):
         shutil.rmtree(folder, ignore_errors=True)
@@ -39,8 +41,11 @@ def test_golden_files(stack: str) -> None:
 
 def test_tree_layout() -> None:
     spec = stack_spec("example-ib")
-    tree = render_cluster(spec)
-    assert {"Dockerfile", "entrypoint.sh", "hostfile"} <= {str(p) for p in tree}
+    tree = render_cluster(spec, lock=sample_lock(spec))
+    assert {"Dockerfile", "entrypoint.sh", "hostfile", "gpufleet-env/requirements.lock"} <= {
+        str(p) for p in tree
+    }
+    assert "Dockerfile" not in {str(p) for p in render_cluster(spec)}, "no image without a lock"
     for host in spec.hosts:
         assert {p.name for p in tree if p.parent == PurePosixPath("hosts", host.name)} == PER_HOST_FILES
 
@@ -125,11 +130,17 @@ def test_firewall_never_flushes_the_ruleset() -> None:
 
 
 def test_dockerfile_sets_no_password_and_installs_verbs() -> None:
-    text = render_cluster(stack_spec("example-ib"))[PurePosixPath("Dockerfile")]
+    spec = stack_spec("example-ib")
+    text = render_cluster(spec, lock=sample_lock(spec))[PurePosixPath("Dockerfile")]
     instructions = [line for line in text.splitlines() if not line.startswith("#")]
     assert not any("chpasswd" in line or "PASSWORD=" in line.upper() for line in instructions)
     assert "usermod --password '*' trainer" in text  # no password at all, not a locked account
-    assert "libibverbs1" in text and "ibverbs-providers" in text and "openssh-server" in text
+    packages = render_cluster(spec, lock=sample_lock(spec))[PurePosixPath("gpufleet-env/apt-packages.txt")]
+    assert {
+        "libibverbs1=1.0-1ubuntu1",
+        "ibverbs-providers=1.0-1ubuntu1",
+        "openssh-server=1.0-1ubuntu1",
+    } <= set(packages.split())
     assert "useradd" in text
 
 
@@ -172,7 +183,8 @@ def test_valid_spec_renders() -> None:
 def test_written_files_have_fixed_modes_whatever_the_umask(tmp_path: Path, umask: int) -> None:
     previous = os.umask(umask)
     try:
-        write_tree(render_cluster(stack_spec("local")), tmp_path)
+        spec = stack_spec("local")
+        write_tree(render_cluster(spec, lock=sample_lock(spec)), tmp_path)
     finally:
         os.umask(previous)
     assert (tmp_path / "entrypoint.sh").stat().st_mode & 0o777 == 0o755
@@ -181,7 +193,8 @@ def test_written_files_have_fixed_modes_whatever_the_umask(tmp_path: Path, umask
 
 
 def test_dockerfile_builds_without_buildkit_only_syntax() -> None:
-    dockerfile = render_cluster(stack_spec("local"))[PurePosixPath("Dockerfile")]
+    spec = stack_spec("local")
+    dockerfile = render_cluster(spec, lock=sample_lock(spec))[PurePosixPath("Dockerfile")]
     assert "# syntax=" not in dockerfile, "a syntax line makes BuildKit fetch a frontend image"
     assert "--chmod" not in dockerfile and "<<" not in dockerfile, "the classic builder refuses these"
 

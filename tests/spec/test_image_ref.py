@@ -68,3 +68,22 @@ def test_with_digest_checks_the_digest() -> None:
     assert ImageRef.parse("ml/train").with_digest(DIGEST).pull == f"ml/train@{DIGEST}"
     with pytest.raises(ImageRefError):
         ImageRef.parse("ml/train").with_digest("sha256:nothex")
+
+
+@pytest.mark.parametrize(
+    ("text", "familiar"),
+    [
+        ("docker.io/library/debian:12", "debian"),
+        ("docker.io/pytorch/pytorch", "pytorch/pytorch"),
+        ("pytorch/pytorch:2.9.0", "pytorch/pytorch"),
+        ("localhost:5000/ml/train", "localhost:5000/ml/train"),
+    ],
+    ids=["library", "docker-hub-user", "short", "registry-with-port"],
+)
+def test_familiar_repository_is_how_docker_lists_it(text: str, familiar: str) -> None:
+    assert ImageRef.parse(text).familiar_repository == familiar
+
+
+def test_with_default_tag_makes_latest_explicit_and_drops_the_digest() -> None:
+    assert str(ImageRef.parse("ml/train").with_default_tag()) == "ml/train:latest"
+    assert str(ImageRef.parse("ml/train:v2@sha256:" + "a" * 64).with_default_tag()) == "ml/train:v2"
