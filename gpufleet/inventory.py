@@ -55,6 +55,15 @@ class Inventory(BaseModel):
     provisioner: str = Field(description="'local' or 'pulumi': who stood the cluster up.")
     hosts: list[InventoryHost]
     image_digest: str | None = None
+    manifest_digest: str | None = Field(
+        default=None,
+        description="sha256 of the image's environment manifest (its org.gpufleet.manifest label), "
+        "when the provisioner built or inspected the image; preflight holds every host to it.",
+    )
+    image_id: str | None = Field(default=None, description="The image id every host runs, when known.")
+    lock_digest: str | None = Field(
+        default=None, description="sha256 of the stack's lock file that the image installs, when known."
+    )
     nccl_env: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Per host name, the NCCL env it was set up with."
     )

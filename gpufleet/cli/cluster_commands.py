@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gpufleet.cli.common import FileOption, StackOption, console, load_cli_spec, uses_image
+from gpufleet.cli.common import FileOption, StackOption, console, load_cli_spec
 from gpufleet.cli.image_commands import ensure_stack_lock
 from gpufleet.inventory import KEY_FILE, KNOWN_HOSTS_FILE, InventoryHost, load_inventory, state_dir
 from gpufleet.local import cluster_down, cluster_is_up, cluster_up, preflight_tools
@@ -34,7 +34,7 @@ def up(stack: StackOption = None, file: FileOption = None) -> None:
     nftables) and wait until a key login works on every host. Needs root."""
     path, spec = load_cli_spec(stack, file)
     preflight_tools.check_provisioner(spec)  # a Pulumi stack is refused before anything is locked
-    lock = ensure_stack_lock(path, spec) if uses_image(spec) else None
+    lock = ensure_stack_lock(path, spec) if spec.runs_image else None
     root = find_project_root()
     already = cluster_is_up(spec, root)
     with console.status(f"cluster {spec.name}: starting") as status:

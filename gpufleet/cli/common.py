@@ -39,14 +39,9 @@ def load_cli_spec(stack: str | None, file: Path | None, quiet: bool = False) -> 
     return path, spec
 
 
-def uses_image(spec: ClusterSpec) -> bool:
-    """Every stack but a local one on the process runtime (its hosts run the venv, not the image)."""
-    return spec.provisioner != "local" or spec.local.runtime == "docker"
-
-
 def load_cli_lock(path: Path, spec: ClusterSpec, quiet: bool = False) -> Lock | None:
     """The stack's lock when it fits the spec; None (warned) when there is none; InputError when stale."""
-    if not uses_image(spec):
+    if not spec.runs_image:
         return None
     lock = current_lock(path, spec)
     if lock is None and not quiet:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from gpufleet.cli.common import console, load_cli_spec
+from gpufleet.environment.lockfile import lock_digest, lock_path
 from gpufleet.errors import GpufleetError
 from gpufleet.inventory import state_dir, write_state
 from gpufleet.pulumi_outputs import inventory_from_outputs, parse_stack_outputs
@@ -54,9 +55,11 @@ def inventory(
     ] = None,
 ) -> None:
     """Write the inventory (hosts, controller key, pinned host keys) from a Pulumi stack's outputs."""
-    _, spec = load_cli_spec(stack, None, quiet=True)
+    path, spec = load_cli_spec(stack, None, quiet=True)
     root = find_project_root()
     found, private_key = inventory_from_outputs(parse_stack_outputs(read_stack_outputs(stack, root)))
+    if lock_path(path).is_file():  # the lock the image was built from, for run.json
+        found = found.model_copy(update={"lock_digest": lock_digest(lock_path(path).read_bytes())})
     if found.cluster != spec.name:
         raise GpufleetError(
             f"stack {stack!r} exports cluster {found.cluster!r} but its spec names {spec.name!r}: "

@@ -13,7 +13,6 @@ from gpufleet.cli.common import (
     console,
     load_cli_lock,
     load_cli_spec,
-    uses_image,
     warn,
 )
 from gpufleet.cli.hardware_commands import FactsOption, facts_nccl_envs
@@ -47,7 +46,7 @@ def render(
     path, spec = load_cli_spec(stack, file)
     lock = load_cli_lock(path, spec, quiet=True)
     tree = render_cluster(spec, facts_nccl_envs(spec, facts), lock=lock, lock_name=lock_path(path).name)
-    if lock is None and uses_image(spec):
+    if lock is None and spec.runs_image:
         warn(f"{path}: no {lock_path(path).name}: the image's files (Dockerfile, gpufleet-env/) are not "
              f"written, since nothing in the image is installed unpinned; run `{lock_command(path)}`")  # fmt: skip
     written = write_tree(tree, out)

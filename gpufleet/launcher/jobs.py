@@ -36,6 +36,7 @@ from gpufleet.launcher.connections import (
     connection_lost,
     describe_connect_error,
 )
+from gpufleet.launcher.environment import expected_manifest, parity_problems, read_environments
 from gpufleet.launcher.remote import shell_command
 from gpufleet.launcher.runs import (
     HOME_RUNS_ROOT,
@@ -89,6 +90,21 @@ def agent_config(cluster: Cluster, run_id: str, run_dir: str, name: str, max_sec
     )
 
 
+def check_environment_parity(cluster: Cluster) -> str | None:
+    """Refuse to start unless every host runs the same, unchanged image; its manifest digest."""
+    if not cluster.spec.runs_image:
+        return None
+    environments = read_environments(cluster, quick=True, names=cluster.names)
+    problems = parity_problems(environments, cluster.inventory.manifest_digest)
+    if problems:
+        named = "; ".join(f"{host}: {problem}" for host, problem in problems.items())
+        raise GpufleetError(
+            f"the hosts do not all run the team's environment, so the run was not started: {named}. "
+            "Recreate those hosts' containers from the image; gpufleet preflight lists every difference"
+        )
+    return expected_manifest(environments, cluster.inventory.manifest_digest)
+
+
 def start_run(
     cluster: Cluster,
     script: Path,
@@ -110,6 +126,7 @@ def start_run(
         archive = code_archive(folder)
     except ValueError as error:
         raise GpufleetError(str(error)) from None
+    manifest = check_environment_parity(cluster)
     roots = cluster.run_roots()
     run_dirs = {host: str(PurePosixPath(root) / run_id) for host, root in roots.items()}
     spec = cluster.spec
@@ -134,6 +151,9 @@ def start_run(
         cluster=spec.name,
         spec_hash=spec_hash(spec),
         image_digest=cluster.inventory.image_digest or spec.image.digest,
+        lock_digest=cluster.inventory.lock_digest,
+        manifest_digest=manifest,
+        image_ids={host.name: cluster.inventory.image_id for host in spec.hosts} if spec.runs_image else {},
         script=str(script.relative_to(folder)),
         args=list(args),
         workdir=str(folder),

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from gpufleet.errors import GpufleetError
 from gpufleet.facts import HostFacts, parse_facts
+from gpufleet.launcher.environment import HostEnvironment, expected_manifest, host_problem, read_environments
 from gpufleet.launcher.remote import shell_command
 from gpufleet.lint import lint
 from gpufleet.lint.findings import Finding
@@ -27,7 +28,9 @@ from gpufleet.lint.report import finding_lines
 from gpufleet.spec.models import ClusterSpec
 
 Status = Literal["ok", "warn", "fail", "skipped"]
-CHECKS = ("versions", "cuda", "nas", "rendezvous", "clock", "memlock", "shm", "rdma", "lint")
+CHECKS = ("versions", "cuda", "nas", "rendezvous", "clock", "memlock", "shm", "rdma", "lint", "environment")
+COLUMNS = {name: {"rendezvous": "rdzv", "environment": "env"}.get(name, name) for name in CHECKS}
+"""Each check's column heading: short enough that a 20-character host name still fits 80 columns."""
 CLOCK_WARN_S = 0.25
 CLOCK_FAIL_S = 1.0
 LISTEN_SECONDS = 15
@@ -71,7 +74,7 @@ class PreflightReport:
 
 
 _MARK: dict[Status, str] = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skipped": "-"}
-LEGEND = "ok: passed; warn, FAIL: spelled out below; -: does not apply to this host"
+LEGEND = "ok: passed; warn, FAIL: spelled out below; -: does not apply to this host; rdzv: rendezvous, env: environment"
 _GAP = " "
 _HOST_GAP = "  "
 
@@ -100,8 +103,8 @@ class PreflightGrid:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
-        widths = [max(len(name), len(_MARK["warn"])) for name in CHECKS]
-        header = _GAP.join(name.ljust(w) for name, w in zip(CHECKS, widths, strict=True)).rstrip()
+        widths = [max(len(COLUMNS[name]), len(_MARK["warn"])) for name in CHECKS]
+        header = _GAP.join(COLUMNS[name].ljust(w) for name, w in zip(CHECKS, widths, strict=True)).rstrip()
         host_width = max(len("host"), *(len(host) for host in self.hosts))
         yield Text("preflight", style="bold")
         if host_width + len(_HOST_GAP) + len(header) <= width:
@@ -118,7 +121,7 @@ class PreflightGrid:
                 line = Text(f"{host}:")
                 for name in CHECKS:
                     status = self.results[host][name].status
-                    line.append(f" {name}=")  # one word: a wrap never parts a check from its mark
+                    line.append(f" {COLUMNS[name]}=")  # one word: a wrap never parts a check from its mark
                     line.append(_MARK[status], style=_STYLE[status])
                 yield line
         yield Text(LEGEND, style="dim")
@@ -286,6 +289,20 @@ def check_lint(host: str, findings: list[Finding]) -> Check:
     return Check("ok", "no findings")
 
 
+def check_environment(spec: ClusterSpec, env: HostEnvironment | None, expected: str | None) -> Check:
+    """The container runs the team's image, unchanged since it was built (its manifest)."""
+    if not spec.runs_image:
+        return Check("skipped", "no image (process runtime)")
+    if env is None:
+        return Check("fail", "not read", "the environment check did not run on this host")
+    problem = host_problem(env, expected)
+    if problem is None:
+        return Check("ok", f"as its image ({env.manifest_digest})")
+    if env.drifted and not env.error and (not expected or env.manifest_digest == expected):
+        return Check("fail", f"{len(env.differences)} package(s) drifted", problem)
+    return Check("fail", "not the team's environment", problem)
+
+
 def evaluate(
     spec: ClusterSpec,
     facts: dict[str, HostFacts | None],
@@ -293,9 +310,13 @@ def evaluate(
     listener: dict[str, Any] | None,
     offsets: dict[str, float | None],
     findings: list[Finding],
+    environments: dict[str, HostEnvironment] | None = None,
+    declared_manifest: str | None = None,
 ) -> dict[str, dict[str, Check]]:
     """One Check per host and check name, from everything the hosts reported."""
     reference = spec.hosts[0].name
+    envs = environments or {}
+    expected = expected_manifest(envs, declared_manifest)
     results = {}
     for host in spec.hosts:
         mine = checks.get(host.name, {})
@@ -309,6 +330,7 @@ def evaluate(
             "shm": check_shm(spec, host.gpus, facts.get(host.name)),
             "rdma": check_rdma(spec, list(host.hcas), facts.get(host.name)),
             "lint": check_lint(host.name, findings),
+            "environment": check_environment(spec, envs.get(host.name), expected),
         }
     return results
 
@@ -408,9 +430,12 @@ def run_preflight(cluster: Any) -> PreflightReport:
         command = listener_kill_command(listener["pid"])
         if command:
             cluster.hosts.run(first.name, command, timeout=30)
+    environments = read_environments(cluster, quick=False, names=names) if spec.runs_image else {}
     facts = {name: gathered[name][0] for name in names}
     checks = {name: gathered[name][1] for name in names}
     offsets = {name: gathered[name][2] for name in names}
     findings = lint(spec, {name: f for name, f in facts.items() if f is not None})
-    results = evaluate(spec, facts, checks, listener, offsets, findings)
+    results = evaluate(
+        spec, facts, checks, listener, offsets, findings, environments, cluster.inventory.manifest_digest
+    )
     return PreflightReport(hosts=names, results=results, findings=findings)

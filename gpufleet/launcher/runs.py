@@ -117,6 +117,11 @@ class RunRecord(BaseModel):
     cluster: str
     spec_hash: str
     image_digest: str | None
+    lock_digest: str | None = Field(default=None, description="sha256 of the lock file the image installs.")
+    manifest_digest: str | None = Field(
+        default=None, description="sha256 of the environment manifest every host runs (checked at start)."
+    )
+    image_ids: dict[str, str | None] = Field(default_factory=dict, description="Each host's image id.")
     script: str
     args: list[str]
     workdir: str = Field(description="The controller folder synced into code/.")

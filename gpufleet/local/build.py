@@ -159,6 +159,9 @@ def inventory(build: Build) -> Inventory:
             for h in spec.hosts
         ],
         image_digest=spec.image.digest,
+        manifest_digest=build.image.manifest_digest if build.image else None,
+        image_id=build.image.id if build.image else None,
+        lock_digest=build.image.lock_digest if build.image else None,
         nccl_env={h.name: dict(nccl_env(spec, h).env) for h in spec.hosts},
     )
 

@@ -662,6 +662,11 @@ class ClusterSpec(SpecModel):
         return self
 
     @property
+    def runs_image(self) -> bool:
+        """Every stack but a local one on the process runtime (its hosts run the venv, not the image)."""
+        return self.provisioner != "local" or self.local.runtime == "docker"
+
+    @property
     def distribution(self) -> Literal["registry", "ssh"]:
         """How hosts get the image (image.distribution, defaulting by provisioner)."""
         if self.image.distribution is not None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from gpufleet.facts import FACTS_VERSION, HostFacts, parse_facts
+from gpufleet.launcher.environment import HostEnvironment
 from gpufleet.launcher.preflight import (
     CHECKS,
     PreflightReport,
@@ -40,6 +41,7 @@ def facts(**changes: Any) -> HostFacts:
     return parse_facts(data, "test")
 
 
+MANIFEST = "sha256:" + "a" * 64
 GOOD_NAS = {
     "/data": {"exists": True, "readable": True},
     "/checkpoints": {"exists": True, "readable": True, "writable": True},
@@ -56,6 +58,8 @@ def test_a_good_cpu_cluster_passes_and_gpu_checks_are_skipped_not_passed() -> No
         listener={"bound": True},
         offsets={n: 0.01 for n in names},
         findings=[],
+        environments={n: HostEnvironment(n, MANIFEST, MANIFEST) for n in names},
+        declared_manifest=MANIFEST,
     )
     report = PreflightReport(hosts=names, results=results)
     assert not report.failed

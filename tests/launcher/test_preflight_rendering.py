@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from rich.console import Console
 
-from gpufleet.launcher.preflight import CHECKS, LEGEND, Check, PreflightReport, Status
+from gpufleet.launcher.preflight import CHECKS, COLUMNS, LEGEND, Check, PreflightReport, Status
 
 MARKS = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skipped": "-"}
 DETAIL = (
@@ -17,7 +18,7 @@ DETAIL = (
 
 
 def report(hosts: list[str]) -> PreflightReport:
-    statuses: list[Status] = ["ok", "skipped", "ok", "fail", "warn", "ok", "ok", "skipped", "ok"]
+    statuses: list[Status] = ["ok", "skipped", "ok", "fail", "warn", "ok", "ok", "skipped", "ok", "fail"]
     results = {}
     for index, host in enumerate(hosts):
         row = {name: Check("ok", "fine") for name in CHECKS}
@@ -39,8 +40,19 @@ def rendered(report: PreflightReport, width: int) -> list[str]:
 
 
 def source_words(report: PreflightReport) -> set[str]:
-    text = " ".join([*report.hosts, *CHECKS, *MARKS.values(), "preflight", "host", LEGEND, *report.details()])
-    pairs = {f"{name}={mark}" for name in CHECKS for mark in MARKS.values()}
+    text = " ".join(
+        [
+            *report.hosts,
+            *CHECKS,
+            *COLUMNS.values(),
+            *MARKS.values(),
+            "preflight",
+            "host",
+            LEGEND,
+            *report.details(),
+        ]
+    )
+    pairs = {f"{name}={mark}" for name in COLUMNS.values() for mark in MARKS.values()}
     return set(text.split()) | pairs | {f"{host}:" for host in report.hosts}
 
 
@@ -50,17 +62,18 @@ def test_one_line_per_host_with_a_mark_per_check(width: int) -> None:
     lines = rendered(report(hosts), width)
     assert all(len(line) <= width for line in lines)
     header = next(line for line in lines if line.startswith("host"))
-    assert header.split() == ["host", *CHECKS]
+    assert header.split() == ["host", *COLUMNS.values()]
     rows: dict[str, list[str]] = {}
     for line in lines:  # the first line that starts with a host name is its row
         if line.split() and line.split()[0] in hosts:
             rows.setdefault(line.split()[0], line.split()[1:])
     assert rows["node-0"] == ["ok"] * len(CHECKS)
-    assert rows["node-1"] == ["ok", "-", "ok", "FAIL", "warn", "ok", "ok", "-", "ok"]
+    assert rows["node-1"] == ["ok", "-", "ok", "FAIL", "warn", "ok", "ok", "-", "ok", "FAIL"]
     # The marks stand under their check's name.
     for name, mark in zip(CHECKS, rows["node-1"], strict=True):
         row = next(line for line in lines if line.startswith("node-1"))
-        assert row[header.index(name) :].startswith(mark)
+        column = re.search(rf"(?<=\s){re.escape(COLUMNS[name])}\b", header)
+        assert column is not None and row[column.start() :].startswith(mark)
 
 
 @pytest.mark.parametrize("width", [80, 200], ids=["80-columns", "200-columns"])
@@ -81,7 +94,7 @@ def test_a_host_name_too_long_for_the_row_gets_a_line_of_its_own() -> None:
     lines = rendered(shown, 80)
     assert all(len(line) <= 80 for line in lines)
     at = lines.index(long_name)
-    assert lines[at + 1].split() == ["ok", "-", "ok", "FAIL", "warn", "ok", "ok", "-", "ok"]
+    assert lines[at + 1].split() == ["ok", "-", "ok", "FAIL", "warn", "ok", "ok", "-", "ok", "FAIL"]
 
 
 def test_a_narrow_console_gets_one_paragraph_per_host() -> None:
@@ -89,5 +102,5 @@ def test_a_narrow_console_gets_one_paragraph_per_host() -> None:
     lines = rendered(shown, 40)
     assert all(len(line) <= 40 for line in lines)
     text = " ".join(lines)
-    assert "node-1: versions=ok cuda=- nas=ok rendezvous=FAIL clock=warn" in " ".join(text.split())
+    assert "node-1: versions=ok cuda=- nas=ok rdzv=FAIL clock=warn" in " ".join(text.split())
     assert set(text.split()) <= source_words(shown)

@@ -50,6 +50,7 @@ class LocalImage:
     tag: str  # "<image.name>:gpufleet-<12 hex>"
     id: str  # "sha256:..." image id
     manifest_digest: str | None = None  # "sha256:..." of its /etc/gpufleet/environment.json
+    lock_digest: str | None = None  # "sha256:..." of the lock file's bytes it installs
 
 
 @dataclass(frozen=True)

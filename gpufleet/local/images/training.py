@@ -13,12 +13,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gpufleet.environment import pip_settings
 from gpufleet.environment.docker_client import DockerClient
-from gpufleet.environment.lockfile import Lock
+from gpufleet.environment.lockfile import Lock, lock_bytes, lock_digest
 from gpufleet.errors import GpufleetError
 from gpufleet.local.images.base import Base, base_problem, ensure_base
 from gpufleet.local.images.builder import BuildDaemon, build_daemon, image_label
@@ -164,6 +164,11 @@ def build_image(
     return LocalImage(context.tag, image_id, manifest)
 
 
+def digest_of(lock: Lock) -> str:
+    """The sha256 of the lock file's bytes (written canonically: the same lock, the same bytes)."""
+    return lock_digest(lock_bytes(lock))
+
+
 def ensure_training(
     spec: ClusterSpec, lock: Lock, base: Base, builder: BuildDaemon, progress: Progress, no_cache: bool
 ) -> tuple[LocalImage, BuildStep]:
@@ -178,14 +183,14 @@ def ensure_training(
         manifest = labels.get(MANIFEST_LABEL) or image_label(builder.client(), image_id, MANIFEST_LABEL)
         if manifest:
             progress(f"image: {context.tag} cached")
-            return LocalImage(context.tag, image_id, manifest), BuildStep(
+            return LocalImage(context.tag, image_id, manifest, digest_of(lock)), BuildStep(
                 "image", time.monotonic() - started, True
             )
     progress(f"image: building {context.tag} from the rendered image context (FROM {lock.base.pinned})")
     image = build_image(builder.client(), context, progress, no_cache=no_cache)
     seconds = time.monotonic() - started
     progress(f"image: {context.tag} built in {seconds:.1f} s")
-    return image, BuildStep("image", seconds, False)
+    return replace(image, lock_digest=digest_of(lock)), BuildStep("image", seconds, False)
 
 
 def ensure_image(
