@@ -60,7 +60,7 @@ if config.get_bool(BUILD_CONFIG):
     args = GpuClusterArgs(
         spec=spec, runner_private_key=args.runner_private_key, build_context=context, build_tag=tag
     )
-elif spec.image.digest is None:
+elif spec.image.digest is None and spec.distribution == "registry":
     pulumi.log.warn(
         f"image.digest is not set: hosts pull {spec.image.reference}, a tag that may move; "
         "`gpufleet build --push` prints the digest to pin"

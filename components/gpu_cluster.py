@@ -25,8 +25,9 @@ class GpuClusterArgs:
     runner_private_key: pulumi.Input[str]
     """Secret: logs the runner into each host's own sshd (firewall commands)."""
     build_context: str | None = None
-    """A folder with the rendered Dockerfile: build and push the image once from it."""
+    """A folder with the rendered image context: build the image once from it."""
     build_tag: str = "latest"
+    """The build's tag (a content tag), on image.name's repository."""
 
 
 class GpuCluster(pulumi.ComponentResource):
@@ -44,10 +45,14 @@ class GpuCluster(pulumi.ComponentResource):
         keys = ClusterKeys(
             f"{name}-keys", ClusterKeysArgs(host_names=[h.name for h in spec.hosts]), opts=child
         )
-        image_args = TrainingImageArgs(name=spec.image.name, digest=spec.image.digest)
+        ssh = spec.distribution == "ssh"
+        # Without a registry the runner's copy is streamed: by its tag (image.name), not a pull reference.
+        reference = str(spec.image.ref.with_default_tag()) if ssh else spec.image.reference
+        image_args = TrainingImageArgs(reference=reference)
         if args.build_context:
             image_args["build_context"] = args.build_context
-            image_args["build_tag"] = args.build_tag
+            image_args["build_name"] = str(spec.image.ref.tagged(args.build_tag))
+            image_args["push"] = not ssh
         image = TrainingImage(f"{name}-image", image_args, opts=child)
 
         plan = firewall_plan(spec)  # the same on every host: derive it once

@@ -11,6 +11,7 @@ from pulumi_command import remote
 
 from components.container_args import container_args
 from components.host_firewall import HostFirewall, HostFirewallArgs
+from components.image_delivery import ImageDelivery, ImageDeliveryArgs
 from components.nas_volume import NasVolume, NasVolumeArgs
 from components.remote_access import docker_ssh_opts, ssh_target
 from gpufleet.derive.container import container_settings
@@ -78,9 +79,20 @@ class GpuHost(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        image = docker.RemoteImage(
-            f"{name}-image", name=args.image_reference, keep_locally=True, opts=on_host
-        )
+        image_id: pulumi.Input[str]
+        if spec.distribution == "ssh":  # no registry: streamed over the pinned login, verified by id
+            delivery = ImageDelivery(
+                f"{name}-image",
+                ImageDeliveryArgs(
+                    reference=args.image_reference, target=target, identity_file=spec.runner.identity_file
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall]),
+            )
+            image_id = delivery.image_id
+        else:
+            image_id = docker.RemoteImage(
+                f"{name}-image", name=args.image_reference, keep_locally=True, opts=on_host
+            ).image_id
 
         settings = container_settings(spec, host, args.nccl)
         volume_names: dict[str, pulumi.Input[str]] = {}
@@ -101,7 +113,7 @@ class GpuHost(pulumi.ComponentResource):
             f"{name}-container",
             **container_args(
                 settings,
-                image=image.image_id,
+                image=image_id,
                 config_contents={
                     "sshd_config": render_sshd_config(spec, host),
                     "authorized_keys": keys,

@@ -65,6 +65,8 @@ class GpufleetMocks(pulumi.runtime.Mocks):
             repository = str(args.inputs.get("imageName")).rsplit(":", 1)[0]
             digest = hashlib.sha256(json.dumps(args.inputs, sort_keys=True, default=str).encode()).hexdigest()
             state["repoDigest"] = f"{repository}@sha256:{digest}"
+        elif args.typ == "command:local:Command":  # ImageDelivery prints the id the host loaded
+            state["stdout"] = "sha256:" + hashlib.sha256(str(args.inputs.get("create")).encode()).hexdigest()
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:

@@ -1,8 +1,11 @@
-"""TrainingImage: the one image every host runs, pinned by digest.
+"""TrainingImage: the one image every host runs.
 
-Either the spec's ``image.name@image.digest``, or (with ``gpufleet:build_image``)
-built once on the runner from the rendered Dockerfile and pushed: hosts then
-pull the pushed repo digest, so every host runs the same bytes.
+Either the spec's image as hosts pull it (``image.name@image.digest``, or its
+tag when unpinned: a warning), or (with ``gpufleet:build_image``) built once
+on the runner from the rendered, locked image context. Built for a registry,
+it is pushed and hosts pull the pushed repo digest, so every host runs the
+same bytes; built for ``image.distribution: ssh``, it stays on the runner and
+ImageDelivery streams it to each host.
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ BUILD_PLATFORM = "linux/amd64"
 
 
 class TrainingImageArgs(TypedDict):
-    name: pulumi.Input[str]
-    """Registry reference without tag or digest (registry.example.com/ml/train)."""
-    digest: pulumi.Input[str | None]
-    """'sha256:...' from the spec; None only when building (or when unpinned: a warning)."""
+    reference: pulumi.Input[str]
+    """What hosts get without a build: name@sha256:... (or name:tag)."""
     build_context: NotRequired[str]
-    """A folder holding the rendered Dockerfile and entrypoint.sh: build and push from it."""
-    build_tag: NotRequired[str]
-    """The tag pushed with the build (the digest is what hosts pull)."""
+    """A folder holding the rendered image context (Dockerfile, entrypoint.sh, gpufleet-env/)."""
+    build_name: NotRequired[str]
+    """name:tag of the build (a content tag: gpufleet-<12 hex>)."""
+    push: NotRequired[bool]
+    """Push the build (registry distribution); False keeps it on the runner (ssh distribution)."""
 
 
 def _digest_of(reference: str) -> str | None:
@@ -33,7 +36,7 @@ def _digest_of(reference: str) -> str | None:
 
 class TrainingImage(pulumi.ComponentResource):
     reference: pulumi.Output[str]
-    """What hosts pull: name@sha256:..."""
+    """What hosts run: name@sha256:... after a push, else the reference as given or built."""
     digest: pulumi.Output[str | None]
 
     def __init__(
@@ -42,20 +45,18 @@ class TrainingImage(pulumi.ComponentResource):
         super().__init__(RESOURCE_TYPE, name, None, opts)
         context = args.get("build_context")
         if context:
-            tag = args.get("build_tag", "latest")
+            push = args.get("push", True)
             image = docker.Image(
                 f"{name}-build",
-                image_name=pulumi.Output.concat(args["name"], ":", tag),
+                image_name=args["build_name"],
                 build=docker.DockerBuildArgs(
                     context=context, dockerfile=f"{context}/Dockerfile", platform=BUILD_PLATFORM
                 ),
-                skip_push=False,
+                skip_push=not push,
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            self.reference = image.repo_digest
+            self.reference = image.repo_digest if push else image.image_name
         else:
-            self.reference = pulumi.Output.all(args["name"], args["digest"]).apply(
-                lambda parts: f"{parts[0]}@{parts[1]}" if parts[1] else f"{parts[0]}:latest"
-            )
+            self.reference = pulumi.Output.from_input(args["reference"])
         self.digest = self.reference.apply(_digest_of)
         self.register_outputs({"reference": self.reference, "digest": self.digest})

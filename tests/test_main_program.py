@@ -443,3 +443,56 @@ def test_building_without_the_stacks_lock_says_how_to_make_it() -> None:
     raw["name"] = "pulumi-nolock-test"
     with pytest.raises(pulumi.RunError, match=r"Pulumi\.build\.lock is missing.*gpufleet lock --stack build"):
         _build_run(raw, lock=False)
+
+
+def test_ssh_distribution_streams_the_image_to_every_host_over_its_pinned_login() -> None:
+    raw = _raw("example-ethernet")
+    raw["name"] = "pulumi-ssh-test"
+    raw["image"] = {"name": "registry.example.com/ml/chatbot-train:v2.9", "distribution": "ssh"}
+    spec = parse_spec(raw)
+    run = run_program(raw, stack="ssh")
+    assert not run.of_type("docker:index/remoteImage:RemoteImage"), "no registry: nothing is pulled"
+    streams = run.of_type("command:local:Command")
+    assert sorted(s.name for s in streams) == sorted(
+        f"{raw['name']}-{h.name}-image-stream" for h in spec.hosts
+    )
+    for host, stream in zip(spec.hosts, sorted(streams, key=lambda s: s.name), strict=True):
+        script = stream.inputs["create"]
+        assert "docker save registry.example.com/ml/chatbot-train:v2.9 |" in script
+        assert f"KnownHostsCommand=/bin/echo %H {host.host_key}" in script
+        assert "StrictHostKeyChecking=yes" in script
+        container = run.named(f"{raw['name']}-{host.name}-container")
+        assert container.inputs["image"].startswith("sha256:")
+
+
+def test_ssh_distribution_builds_on_the_runner_without_pushing() -> None:
+    raw = _raw("example-roce")
+    raw["name"] = "pulumi-ssh-build"
+    raw["image"] = {**raw["image"], "distribution": "ssh"}
+    raw["image"].pop("digest", None)
+    run, _ = _build_run(raw, lock=True)
+    [build] = run.of_type("docker:index/image:Image")
+    assert build.inputs["skipPush"] is True
+    names = {
+        s.inputs["create"].split("docker save ")[1].split(" |")[0]
+        for s in run.of_type("command:local:Command")
+    }
+    assert names == {build.inputs["imageName"]}
+
+
+@pytest.mark.parametrize(
+    ("digest", "pulled"),
+    [
+        (None, "registry.example.com/ml/chatbot-train:v2.9"),
+        ("sha256:" + "e" * 64, "registry.example.com/ml/chatbot-train@sha256:" + "e" * 64),
+    ],
+    ids=["tag", "tag-and-digest"],
+)
+def test_a_tagged_image_name_reaches_every_host_as_one_reference(digest: str | None, pulled: str) -> None:
+    raw = _raw("example-ethernet")
+    raw["image"] = {
+        "name": "registry.example.com/ml/chatbot-train:v2.9",
+        **({"digest": digest} if digest else {}),
+    }
+    run = run_program(raw, stack="tagged")
+    assert {r.inputs["name"] for r in run.of_type("docker:index/remoteImage:RemoteImage")} == {pulled}

@@ -201,7 +201,7 @@ def load_spec(path: Path) -> ClusterSpec:
 def spec_warnings(spec: ClusterSpec) -> list[str]:
     """Things that are allowed but that a reviewer should see."""
     warnings = []
-    if spec.image.digest is None and spec.provisioner != "local":
+    if spec.image.digest is None and spec.distribution == "registry":
         warnings.append(
             f"image.digest is not set: hosts pull {spec.image.reference}, a tag that may move; "
             "`gpufleet build --push` prints the digest to pin"

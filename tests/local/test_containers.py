@@ -7,6 +7,7 @@ One cluster for the module (lt-docker, 10.240.0.0/24), with JupyterLab on and a 
 from __future__ import annotations
 
 import io
+import json
 import re
 import shlex
 import shutil
@@ -21,8 +22,9 @@ import paramiko
 import pytest
 
 from gpufleet.cli.cluster_commands import ssh_argv
+from gpufleet.derive.container import CONTAINER_NAME, IMAGE_PYTHON
 from gpufleet.inventory import KEY_FILE, Inventory, InventoryHost, state_dir
-from gpufleet.local import hostproc
+from gpufleet.local import docker_hosts, dockerd, hostproc
 from gpufleet.local.logins import pinned_client
 from gpufleet.local.names import host_namespace
 from gpufleet.spec import ClusterSpec
@@ -166,7 +168,12 @@ def test_a_ddp_job_trains_across_the_containers(cluster: tuple[ClusterSpec, Inve
     assert re.search(r"final val_accuracy=[0-9.]+", result.stdout), result.stdout[-2000:]
     # The run's record and checkpoints are on the NAS stand-in, written from inside the containers.
     runs = hostproc.nas_source(state_dir(stack.parent, spec.name), "checkpoints") / "gpufleet-runs"
-    assert any(runs.glob("*/run.json"))
+    [record] = [json.loads(path.read_text()) for path in runs.glob("*/run.json")]
+    # What ran: the lock the image installs, the manifest every host was checked against, the image.
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", record["lock_digest"])
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", record["manifest_digest"])
+    assert set(record["image_ids"]) == {h.name for h in spec.hosts}
+    assert all(str(i).startswith("sha256:") for i in record["image_ids"].values())
 
 
 def test_an_outsider_on_the_lan_reaches_nothing(cluster: tuple[ClusterSpec, Inventory, Path]) -> None:
@@ -234,3 +241,61 @@ def test_jupyterlab_opens_in_a_browser_through_gpufleet_jupyter(
     finally:
         tunnel.terminate()
         tunnel.wait(20)
+
+
+def _drift(spec: ClusterSpec, host: str, remove: bool = False) -> None:
+    """What a `sudo pip install` inside the running container leaves: one more distribution."""
+    paths = docker_hosts.daemon_paths(Path("/unused"), spec.name, host)
+    script = (
+        "import pathlib, shutil, sysconfig; "
+        "d = pathlib.Path(sysconfig.get_paths()['purelib']) / 'drifted-1.0.dist-info'; "
+        + (
+            "shutil.rmtree(d)"
+            if remove
+            else "d.mkdir(); (d / 'METADATA').write_text('Metadata-Version: 2.1\\nName: drifted\\nVersion: 1.0\\n')"
+        )
+    )
+    argv = [
+        dockerd.DOCKER_CLI,
+        "--host",
+        paths.host_url,
+        "exec",
+        "-u",
+        "0",
+        CONTAINER_NAME,
+        IMAGE_PYTHON,
+        "-c",
+        script,
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_drifted_host_is_named_by_preflight_and_train_refuses(
+    cluster: tuple[ClusterSpec, Inventory, Path],
+) -> None:
+    spec, _, stack = cluster
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [GPUFLEET, *args], cwd=stack.parent, capture_output=True, text=True, timeout=600, check=False
+        )
+
+    clean = cli("preflight", "-f", str(stack))
+    assert "environment: FAIL" not in clean.stdout + clean.stderr, clean.stdout[-3000:]
+    drifted_host, other = spec.hosts[1].name, spec.hosts[0].name
+    _drift(spec, drifted_host)
+    try:
+        checked = cli("preflight", "-f", str(stack))
+        assert checked.returncode == 1, checked.stdout[-3000:]
+        report = " ".join((checked.stdout + checked.stderr).split())
+        assert f"{drifted_host} environment: FAIL: drifted from its image: python: +drifted 1.0" in report
+        assert f"{other} environment" not in report
+        refused = cli("train", "-f", str(stack), str(EXAMPLE), "--epochs", "1")
+        assert refused.returncode == 1
+        message = " ".join(refused.stderr.split())
+        assert f"{drifted_host}: drifted from its image: python: +drifted 1.0" in message, refused.stderr
+        assert f"{other}:" not in message
+        assert "Traceback" not in refused.stderr
+    finally:
+        _drift(spec, drifted_host, remove=True)
