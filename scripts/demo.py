@@ -21,6 +21,7 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gpufleet.cli.image_commands import ensure_stack_lock  # noqa: E402
 from gpufleet.errors import GpufleetError  # noqa: E402
 from gpufleet.inventory import state_dir  # noqa: E402
 from gpufleet.launcher.connections import HostConnections  # noqa: E402
@@ -65,7 +66,9 @@ def main() -> int:
     runtime = "a Docker daemon each, running the training image" if spec.local.runtime == "docker" else "venv"
     step(f"bringing up the '{spec.name}' stack: {len(spec.hosts)} hosts as network namespaces, {runtime}")
     try:
-        inventory = cluster_up(spec, ROOT, progress=progress)
+        # The stack's committed lock: the image installs exactly it (a missing one is made and said so).
+        lock = ensure_stack_lock(STACK, spec) if spec.runs_image else None
+        inventory = cluster_up(spec, ROOT, progress=progress, lock=lock)
     except GpufleetError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         with contextlib.suppress(GpufleetError):  # up rolls back itself; this is belt and braces

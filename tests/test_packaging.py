@@ -23,8 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from gpufleet.environment.lockfile import lock_path, write_lock
 from gpufleet.render import render_cluster, write_tree
 from tests.conftest import PROJECT_ROOT, STACKS_DIR, stack_spec
+from tests.environment.sample_locks import sample_lock
 
 STACK = "example-ib"
 
@@ -126,6 +128,8 @@ def test_the_wheel_validates_and_renders_like_the_checkout(tmp_path: Path) -> No
     elsewhere.mkdir()
     stack = elsewhere / f"Pulumi.{STACK}.yaml"
     shutil.copy(STACKS_DIR / stack.name, stack)
+    lock = sample_lock(stack_spec(STACK))  # the base cannot be pulled here: a lock of its shape
+    write_lock(lock_path(stack), lock)
 
     where = subprocess.run(
         [str(bin_dir / "python"), "-c", "import gpufleet; print(gpufleet.__file__)"],
@@ -151,7 +155,10 @@ def test_the_wheel_validates_and_renders_like_the_checkout(tmp_path: Path) -> No
     assert rendered.returncode == 0, rendered.stderr
 
     expected = tmp_path / "checkout"
-    write_tree(render_cluster(stack_spec(STACK)), expected)
+    write_tree(render_cluster(stack_spec(STACK), lock=lock, lock_name=lock_path(stack).name), expected)
+    assert (
+        expected / "gpufleet-env" / "envmanifest.py"
+    ).is_file()  # the image's files came from the wheel too
     ours = {p.relative_to(expected): p.read_bytes() for p in expected.rglob("*") if p.is_file()}
     theirs = {
         p.relative_to(elsewhere / "out"): p.read_bytes()

@@ -40,7 +40,7 @@ def cluster_config(
         "name": name,
         "provisioner": "local",
         "local": {"runtime": runtime},
-        "image": {"name": "registry.example.com/ml/test-train"},
+        "image": {"name": "registry.example.com/ml/test-train:v1"},  # a tagged name, as teams write it
         "ssh": {"authorized_keys": [user_key], "admin_cidrs": [f"{net}.1/32"]},
         "network": {"cluster_cidr": f"{net}.0/24", "fabric": "ethernet"},
         "training": {"nproc_per_node": nproc},
