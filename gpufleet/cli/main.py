@@ -8,6 +8,7 @@ import typer
 
 from gpufleet.cli import (
     cluster_commands,
+    exec_command,
     hardware_commands,
     image_commands,
     jupyter_command,
@@ -33,6 +34,7 @@ app.command()(pulumi_commands.inventory)
 app.command()(cluster_commands.up)
 app.command()(cluster_commands.down)
 app.command()(cluster_commands.ssh)
+app.command(name="exec", context_settings=exec_command.EXEC_CONTEXT)(exec_command.exec_)
 app.command()(jupyter_command.jupyter)
 app.command()(hardware_commands.probe)
 app.command()(hardware_commands.lint)

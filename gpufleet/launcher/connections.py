@@ -63,6 +63,27 @@ def connection_lost(name: str, error: BaseException) -> ConnectionLost:
     return ConnectionLost(name, error)
 
 
+class LineSink:
+    """A stream that writes whole lines, each prefixed (``gpu-3 | ...``), under one lock for all hosts."""
+
+    def __init__(self, prefix: str, write: Callable[[str], object], lock: threading.Lock) -> None:
+        self.prefix, self._write, self._lock = prefix, write, lock
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        if lines:
+            with self._lock:
+                self._write("".join(f"{self.prefix}{line}\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            with self._lock:
+                self._write(f"{self.prefix}{self._partial}\n")
+            self._partial = ""
+
+
 @dataclass(frozen=True)
 class CommandResult:
     host: str
@@ -326,6 +347,19 @@ class HostConnections:
         except _LOST_ERRORS as error:
             raise connection_lost(name, error) from error
         return CommandResult(name, int(result.exited), str(result.stdout), str(result.stderr))
+
+    def stream(self, name: str, command: str, out: LineSink, err: LineSink) -> int:
+        """Run a shell command on one host, its output to ``out``/``err`` as it comes; the exit code."""
+        try:
+            result = self._get(name).run(
+                command, hide=True, warn=True, in_stream=False, out_stream=out, err_stream=err
+            )
+        except _LOST_ERRORS as error:
+            raise connection_lost(name, error) from error
+        finally:
+            out.flush()
+            err.flush()
+        return int(result.exited)
 
     def run_all(self, commands: dict[str, str], timeout: float | None = None) -> dict[str, CommandResult]:
         """One command per host (host name -> command), all hosts at once; the first error raises."""

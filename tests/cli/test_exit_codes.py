@@ -129,6 +129,9 @@ CASES = [
     pytest.param(lambda f: ["ssh", *VALID(f), "gpu-0"], 1, id="ssh-no-inventory"),
     pytest.param(lambda f: _with_inventory(f, ["ssh", *VALID(f), "gpu-9"]), 2, id="ssh-unknown-host"),
     # jupyter
+    pytest.param(lambda f: ["exec", *MISSING(f), "--", "true"], 2, id="exec-missing-file"),
+    pytest.param(lambda f: ["exec", *VALID(f), "--", "true"], 1, id="exec-no-inventory"),
+    pytest.param(lambda f: ["exec", *VALID(f), "--hosts", "gpu-9", "--", "true"], 2, id="exec-unknown-host"),
     pytest.param(lambda f: ["jupyter", *MISSING(f), "gpu-0"], 2, id="jupyter-missing-file"),
     pytest.param(lambda f: ["jupyter", *VALID(f), "gpu-0"], 1, id="jupyter-not-enabled"),
     # probe / lint

@@ -299,3 +299,34 @@ def test_a_drifted_host_is_named_by_preflight_and_train_refuses(
         assert "Traceback" not in refused.stderr
     finally:
         _drift(spec, drifted_host, remove=True)
+
+
+def test_exec_prefixes_each_line_by_host_and_names_the_failures(
+    cluster: tuple[ClusterSpec, Inventory, Path],
+) -> None:
+    spec, _, stack = cluster
+    names = [host.name for host in spec.hosts]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [GPUFLEET, "exec", "-f", str(stack), *args],
+            cwd=stack.parent,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    everywhere = cli("--", "hostname; echo second line")
+    assert everywhere.returncode == 0, everywhere.stderr
+    assert sorted(everywhere.stdout.splitlines()) == sorted(
+        [f"{name} | {name}" for name in names] + [f"{name} | second line" for name in names]
+    )
+    failing = cli("--", f"test $(hostname) = {names[0]} || {{ echo no >&2; exit 3; }}")
+    assert failing.returncode == 1
+    assert f"{names[1]} | no" in failing.stderr
+    assert (
+        failing.stderr.strip().splitlines()[-1] == f"failed on 1 of {len(names)} hosts: {names[1]} (exit 3)"
+    )
+    only = cli("--hosts", names[1], "--", "echo", "hi")
+    assert (only.returncode, only.stdout) == (0, f"{names[1]} | hi\n")
