@@ -15,12 +15,14 @@ from gpufleet.errors import GpufleetError
 class DockerClient:
     prefix: tuple[str, ...]  # ("/usr/bin/docker", "--host", "unix:///...") or ("docker",)
     env: Mapping[str, str] | None = field(default=None)  # None: this process's (DOCKER_HOST, DOCKER_CONFIG)
+    buildkit: bool | None = None  # None: as the CLI decides (a CLI without buildx builds classic)
 
     def argv(self, *args: str) -> list[str]:
         return [*self.prefix, *args]
 
     def environment(self, buildkit: bool | None = None) -> dict[str, str]:
         env = dict(self.env if self.env is not None else os.environ)
+        buildkit = self.buildkit if buildkit is None else buildkit
         if buildkit is not None:
             env["DOCKER_BUILDKIT"] = "1" if buildkit else "0"
         return env

@@ -47,9 +47,9 @@ class BuildDaemon:
             self.progress(f"image: build daemon started in {self.started_s:.1f} s")
         return self.daemon
 
-    def client(self, buildkit: bool = False) -> DockerClient:
-        """The docker CLI of the build daemon (started if need be)."""
-        return DockerClient(tuple(self.get().docker()), docker_env(buildkit))
+    def client(self) -> DockerClient:
+        """The docker CLI of the build daemon (started if need be): Debian's, which has BuildKit built in."""
+        return DockerClient(tuple(self.get().docker()), docker_env(True), buildkit=True)
 
     def stop(self) -> None:
         if self.daemon is not None:

@@ -97,11 +97,13 @@ def docker_build(
     context: BuildContext,
     tag: str,
     progress: Progress,
-    buildkit: bool = True,
+    buildkit: bool | None = None,
     log_name: str | None = None,
     no_cache: bool = False,
 ) -> Path:
-    """``docker build --network host`` of the context; the log's path."""
+    """``docker build --network host`` of the context; the log's path. ``buildkit``: the client's choice
+    unless given (True: BuildKit's plain progress; False: the classic builder)."""
+    buildkit = docker.buildkit if buildkit is None else buildkit
     log = open_log(log_name or f"image-{context.digest[:DIGEST_CHARS]}")
     folder = Path(tempfile.mkdtemp(prefix="gpufleet-context-"))
     args = pip_settings.build_args(pip_settings.machine_settings())
@@ -109,9 +111,9 @@ def docker_build(
         write_context(context, folder)
         argv = ["build", "--network", "host", "--label", f"{INPUTS_LABEL}={context.digest}", "--tag", tag]
         argv += [arg for key, value in sorted(args.items()) for arg in ("--build-arg", f"{key}={value}")]
-        argv += ["--progress", "plain"] if buildkit else ["--force-rm"]
+        argv += {True: ["--progress", "plain"], False: ["--force-rm"], None: []}[buildkit]
         argv += ["--no-cache"] if no_cache else []
-        step = f"{tag}: docker build" + ("" if buildkit else " (classic builder)")
+        step = f"{tag}: docker build" + (" (classic builder)" if buildkit is False else "")
         try:
             run_step(step, [docker.argv(*argv, str(folder))], log, progress, env=docker.environment(buildkit))
         except GpufleetError:
@@ -143,7 +145,7 @@ def label_manifest(docker: DockerClient, built: str, tag: str, progress: Progres
     try:
         (folder / "Dockerfile").write_text(f"FROM {built}\nLABEL {MANIFEST_LABEL}={manifest}\n")
         build = docker.argv("build", "--tag", tag, str(folder))
-        run_step(f"{tag}: label", [build], log, progress, env=docker.environment(buildkit=False))
+        run_step(f"{tag}: label", [build], log, progress, env=docker.environment())
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return manifest
