@@ -82,7 +82,7 @@ def container_args(
                 container_path=volume.mount,
                 read_only=volume.read_only,
             )
-            for volume in settings.volumes
+            for volume in (*settings.volumes, settings.workspace)
         ],
         "healthcheck": docker.ContainerHealthcheckArgs(
             tests=list(health.test),

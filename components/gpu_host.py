@@ -105,6 +105,15 @@ class GpuHost(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, providers=[provider]),
             )
             volume_names[volume.name] = nas.name
+        # Kept by `pulumi destroy` and by a replaced container: the team's notebooks and files live here.
+        workspace = docker.Volume(
+            f"{name}-workspace",
+            name=settings.workspace.name,
+            driver="local",
+            labels=[docker.VolumeLabelArgs(label=k, value=v) for k, v in settings.labels.items()],
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, retain_on_delete=True),
+        )
+        volume_names[settings.workspace.name] = workspace.name
 
         keys = pulumi.Output.from_input(args.controller_public_key).apply(
             lambda controller: authorized_keys(spec, extra_keys=(controller,))

@@ -51,6 +51,8 @@ class GpufleetMocks(pulumi.runtime.Mocks):
         """Per resource name, the URNs it depends on (parents' depends_on included)."""
         self.parents: dict[str, str] = {}
         """Per resource name, its parent's URN."""
+        self.retained: set[str] = set()
+        """The resources registered with retain_on_delete (pulumi destroy leaves them)."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
         self.resources.append(args)
@@ -83,6 +85,8 @@ class _RecordingMonitor(MockMonitor):
     def RegisterResource(self, request: Any) -> Any:  # the gRPC method's name
         self.recorder.dependencies[request.name] = list(request.dependencies)
         self.recorder.parents[request.name] = request.parent
+        if request.retainOnDelete:
+            self.recorder.retained.add(request.name)
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 
@@ -93,6 +97,7 @@ class ProgramRun:
     resources: list[pulumi.runtime.MockResourceArgs]
     dependencies: dict[str, list[str]] = field(default_factory=dict)
     parents: dict[str, str] = field(default_factory=dict)
+    retained: set[str] = field(default_factory=set)
     exports: dict[str, Any] = field(default_factory=dict)
     secret_exports: set[str] = field(default_factory=set)
 
@@ -146,7 +151,12 @@ def run_program(
         return pulumi.Output.all(*outputs.values())
 
     body()
-    run = ProgramRun(resources=mocks.resources, dependencies=mocks.dependencies, parents=mocks.parents)
+    run = ProgramRun(
+        resources=mocks.resources,
+        dependencies=mocks.dependencies,
+        parents=mocks.parents,
+        retained=mocks.retained,
+    )
     for name, output in outputs.items():
         # Every future is done once the test body has returned.
         data = output._data.result()

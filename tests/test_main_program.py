@@ -496,3 +496,20 @@ def test_a_tagged_image_name_reaches_every_host_as_one_reference(digest: str | N
     }
     run = run_program(raw, stack="tagged")
     assert {r.inputs["name"] for r in run.of_type("docker:index/remoteImage:RemoteImage")} == {pulled}
+
+
+def test_every_host_keeps_its_workspace_in_a_volume_that_destroy_leaves() -> None:
+    spec = stack_spec("example-ib")
+    run = run_program(_raw("example-ib"))
+    for host in spec.hosts:
+        volume = run.named(f"{spec.name}-{host.name}-workspace")
+        assert volume.inputs["name"] == f"{spec.name}-workspace"
+        assert volume.name in run.retained, "pulumi destroy must not delete the team's notebooks"
+        container = run.named(f"{spec.name}-{host.name}-container")
+        mounts = {v["containerPath"]: v["volumeName"] for v in container.inputs["volumes"]}
+        assert mounts["/workspace"] == f"{spec.name}-workspace"
+    assert (
+        not {r.name for r in run.of_type("docker:index/volume:Volume")}
+        - run.retained
+        - {r.name for r in run.resources if r.name.endswith("-volume")}
+    )

@@ -12,6 +12,9 @@ from gpufleet.derive.nccl import NcclEnv
 from gpufleet.derive.sshd import AUTHORIZED_KEYS_PATH, HOST_KEY_PATH, SSHD_CONFIG_PATH
 from gpufleet.spec.models import ClusterSpec, HostSpec, NasShare
 
+WORKSPACE = "/workspace"
+"""The login's working folder and JupyterLab's root, in the image and as a volume."""
+
 CONTAINER_NAME = "gpufleet-train"
 RESTART_POLICY = "unless-stopped"
 INFINIBAND_DEVICE = "/dev/infiniband"
@@ -32,7 +35,7 @@ HEALTH_INTERVAL_S = 10
 
 @dataclass(frozen=True)
 class NasVolume:
-    """A Docker volume backed by an NFS share (local driver, type nfs)."""
+    """A Docker volume of the local driver: an NFS share (type nfs), or the workspace (no options)."""
 
     name: str
     mount: str
@@ -77,6 +80,9 @@ class ContainerSettings:
     cap_add: tuple[str, ...]
     env: dict[str, str]
     volumes: tuple[NasVolume, ...]
+    workspace: NasVolume
+    """/workspace (the login's working folder, JupyterLab's root): a named volume of its own, so
+    notebooks survive a replaced container; ``down`` and ``pulumi destroy`` keep it."""
     config_files: tuple[ConfigFile, ...]
     restart: str
     healthcheck: Healthcheck
@@ -100,6 +106,10 @@ def nas_volume(spec: ClusterSpec, share: NasShare) -> NasVolume:
         read_only=share.read_only,
         driver_opts={"type": "nfs", "o": ",".join(options), "device": f":{share.export}"},
     )
+
+
+def workspace_volume(spec: ClusterSpec) -> NasVolume:
+    return NasVolume(name=f"{spec.name}-workspace", mount=WORKSPACE, read_only=False, driver_opts={})
 
 
 CONFIG_FILES = (
@@ -129,6 +139,7 @@ def container_settings(spec: ClusterSpec, host: HostSpec, nccl: NcclEnv) -> Cont
         cap_add=("IPC_LOCK",) if rdma else (),
         env=env,
         volumes=tuple(nas_volume(spec, share) for share in spec.nas),
+        workspace=workspace_volume(spec),
         config_files=CONFIG_FILES,
         restart=RESTART_POLICY,
         healthcheck=healthcheck(spec.ssh.port),

@@ -87,14 +87,18 @@ def render_files(build: Build) -> None:
     if build.docker:
         assert build.image is not None
         folders = {f"{spec.name}-{s.name}": hostproc.nas_source(build.folder, s.name) for s in spec.nas}
-        adjust = containers.local_adjustment(build.image.tag, folders, containers.allowed_memlock())
+        workspaces = {h.name: hostproc.workspace_folder(build.folder, h.name) for h in spec.hosts}
+        adjust = containers.local_adjustment(
+            build.image.tag, folders, containers.allowed_memlock(), workspaces
+        )
         build.tree = render_cluster(spec, adjust=adjust)
     else:
         build.tree = render_cluster(spec)
 
 
 def write_nas(build: Build) -> None:
-    """The NAS stand-ins: kept from an earlier `up` (the data is the user's), made if new."""
+    """The NAS stand-ins and the hosts' workspaces: kept from an earlier `up` (the data is the
+    user's), made if new; a workspace belongs to the container's login user, as the image's does."""
     for share in build.spec.nas:
         source = hostproc.nas_source(build.folder, share.name)
         source.mkdir(parents=True, exist_ok=True)
@@ -103,6 +107,11 @@ def write_nas(build: Build) -> None:
         os.chmod(source, 0o755)  # noqa: S103 - a share, like an NFS export's root
         if not build.docker and hostproc.machine_mountpoint(share.mount):
             hostproc.ensure_mountpoint(share.mount)  # bind-mounted over on every host
+    for host in build.spec.hosts if build.docker else ():
+        folder = hostproc.workspace_folder(build.folder, host.name)
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+            os.chown(folder, LOGIN_UID, LOGIN_UID)
 
 
 def write_files(build: Build) -> None:

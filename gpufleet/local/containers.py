@@ -7,6 +7,8 @@ changes (``local_adjustment``), and nothing else:
   content tag (no registry can serve ``name@digest`` here);
 - each NAS volume's driver options: a bind of the share's stand-in folder
   instead of an NFS mount (no kernel NFS here);
+- the workspace volume's: a bind of the host's workspace folder beside the
+  NAS stand-ins (the hosts' data-roots are shared between local clusters);
 - memlock: capped at what this machine allows where it forbids unlimited
   (no CAP_SYS_RESOURCE); preflight warns about it.
 
@@ -46,11 +48,12 @@ def local_volume(volume: NasVolume, folder: Path) -> NasVolume:
 
 
 def local_adjustment(
-    image_tag: str, nas_folders: Mapping[str, Path], memlock_cap: int | None
+    image_tag: str, nas_folders: Mapping[str, Path], memlock_cap: int | None, workspaces: Mapping[str, Path]
 ) -> ContainerAdjustment:
-    """``nas_folders`` maps each NAS volume's name (``<cluster>-<share>``) to its folder here."""
+    """``nas_folders`` maps each NAS volume's name (``<cluster>-<share>``) to its folder here,
+    ``workspaces`` each host to its workspace folder (beside the NAS stand-ins: kept by ``down``)."""
 
-    def adjust(_: HostSpec, settings: ContainerSettings) -> ContainerSettings:
+    def adjust(host: HostSpec, settings: ContainerSettings) -> ContainerSettings:
         memlock = settings.memlock_bytes
         if memlock_cap is not None and (memlock == UNLIMITED or (memlock or 0) > memlock_cap):
             memlock = memlock_cap
@@ -58,6 +61,7 @@ def local_adjustment(
             settings,
             image=image_tag,
             volumes=tuple(local_volume(v, nas_folders[v.name]) for v in settings.volumes),
+            workspace=local_volume(settings.workspace, workspaces[host.name]),
             memlock_bytes=memlock,
         )
 

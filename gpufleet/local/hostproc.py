@@ -98,10 +98,19 @@ def host_paths(state: Path, host: str) -> HostPaths:
     return HostPaths(state / HOSTS_DIR / host)
 
 
+WORKSPACES_DIR = "_workspaces"
+"""'_' is never in a share name: no clash with a share's stand-in folder."""
+
+
 def nas_source(state: Path, share: str) -> Path:
     """A share's stand-in folder. Beside the state folder, not in it: `down` removes the
     state folder, but the NAS data (checkpoints, run logs) is the user's (`down --purge`)."""
     return nas_root(state) / share
+
+
+def workspace_folder(state: Path, host: str) -> Path:
+    """A docker host's /workspace, beside the NAS stand-ins (kept by `down`, removed by `--purge`)."""
+    return nas_root(state) / WORKSPACES_DIR / host
 
 
 def nas_root(state: Path) -> Path:

@@ -11,6 +11,7 @@ from gpufleet.derive.container import (
     IMAGE_PYTHON,
     SESSION_ENV_PREFIXES,
     STAGING_DIR,
+    WORKSPACE,
     ContainerSettings,
     container_settings,
 )
@@ -24,7 +25,6 @@ from gpufleet.render.templating import render_template
 from gpufleet.spec.models import ClusterSpec, HostSpec
 
 LOGIN_UID = 1000
-WORKSPACE = "/workspace"
 """The container's working folder and Jupyter's root, owned by the login user."""
 EXECUTABLE = 0o755
 FILE_MODE = 0o644

@@ -46,7 +46,7 @@ def test_cpu_host_requests_no_gpus() -> None:
         settings,
         image="img",
         config_contents=CONTENTS,
-        volume_names={v.name: v.name for v in settings.volumes},
+        volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
     )
 
 
@@ -61,7 +61,7 @@ def test_ethernet_has_no_rdma_arguments() -> None:
         settings,
         image="img",
         config_contents=CONTENTS,
-        volume_names={v.name: v.name for v in settings.volumes},
+        volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
     )
     assert "devices" not in args and "capabilities" not in args
     assert args["network_mode"] == "host"
@@ -73,7 +73,7 @@ def test_ipc_host_drops_shm_and_sets_ipc_mode() -> None:
         settings,
         image="img",
         config_contents=CONTENTS,
-        volume_names={v.name: v.name for v in settings.volumes},
+        volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
     )
     assert args["ipc_mode"] == "host" and "shm_size" not in args
 
@@ -85,7 +85,7 @@ def test_every_config_file_needs_content() -> None:
             settings,
             image="img",
             config_contents={"sshd_config": "a", "authorized_keys": "b"},
-            volume_names={v.name: v.name for v in settings.volumes},
+            volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
         )
 
 
@@ -95,7 +95,7 @@ def test_uploads_keep_the_file_modes() -> None:
         settings,
         image="img",
         config_contents=CONTENTS,
-        volume_names={v.name: v.name for v in settings.volumes},
+        volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
     )
     modes = {pulumi.get(u, "file"): pulumi.get(u, "permissions") for u in args["uploads"]}
     assert modes == {f.container_path: f"{f.mode:04o}" for f in settings.config_files}
@@ -108,7 +108,7 @@ def test_every_cluster_host_resolves_in_the_container() -> None:
         settings,
         image="img",
         config_contents=CONTENTS,
-        volume_names={v.name: v.name for v in settings.volumes},
+        volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
     )
     hosts = {(pulumi.get(h, "host"), pulumi.get(h, "ip")) for h in args["hosts"]}
     spec = stack_spec("example-ib")
@@ -122,7 +122,20 @@ def test_memlock_soft_and_hard(limit: int, expected: int) -> None:
         settings,
         image="img",
         config_contents=CONTENTS,
-        volume_names={v.name: v.name for v in settings.volumes},
+        volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
     )
     [ulimit] = args["ulimits"]
     assert (pulumi.get(ulimit, "soft"), pulumi.get(ulimit, "hard")) == (expected, expected)
+
+
+def test_the_workspace_is_a_volume_of_its_own() -> None:
+    spec = stack_spec("example-ib")
+    settings = container_settings(spec, spec.hosts[0], nccl_env(spec, spec.hosts[0]))
+    args = container_args(
+        settings,
+        image="sha256:x",
+        config_contents=dict.fromkeys(("sshd_config", "authorized_keys", "ssh_host_ed25519_key"), ""),
+        volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
+    )
+    mounts = {v.container_path: (v.volume_name, v.read_only) for v in args["volumes"]}
+    assert mounts["/workspace"] == ("chatbot-ib-workspace", False)

@@ -23,8 +23,8 @@ import pytest
 
 from gpufleet.cli.cluster_commands import ssh_argv
 from gpufleet.derive.container import CONTAINER_NAME, IMAGE_PYTHON
-from gpufleet.inventory import KEY_FILE, Inventory, InventoryHost, state_dir
-from gpufleet.local import docker_hosts, dockerd, hostproc
+from gpufleet.inventory import KEY_FILE, Inventory, InventoryHost, load_inventory, state_dir
+from gpufleet.local import cluster_down, cluster_up, docker_hosts, dockerd, hostproc
 from gpufleet.local.logins import pinned_client
 from gpufleet.local.names import host_namespace
 from gpufleet.spec import ClusterSpec
@@ -330,3 +330,26 @@ def test_exec_prefixes_each_line_by_host_and_names_the_failures(
     )
     only = cli("--hosts", names[1], "--", "echo", "hi")
     assert (only.returncode, only.stdout) == (0, f"{names[1]} | hi\n")
+
+
+def test_a_notebook_in_the_workspace_survives_down_and_up(
+    cluster: tuple[ClusterSpec, Inventory, Path],
+) -> None:
+    """Last in the module: it takes the cluster down and up again (new host keys, same workspace)."""
+    spec, _, stack = cluster
+    folder = stack.parent
+    inventory = load_inventory(state_dir(folder, spec.name))
+    saved = _ssh(
+        stack,
+        spec,
+        inventory.hosts[0],
+        "echo '{\"cells\": []}' > /workspace/notes.ipynb && ls -ln /workspace",
+    )
+    assert saved.returncode == 0, saved.stderr
+    cluster_down(spec, folder)
+    cluster_up(spec, folder)
+    inventory = load_inventory(state_dir(folder, spec.name))
+    kept = _ssh(stack, spec, inventory.hosts[0], "cat /workspace/notes.ipynb; touch /workspace/notes.ipynb")
+    assert (kept.returncode, kept.stdout) == (0, '{"cells": []}\n'), kept.stderr
+    other = _ssh(stack, spec, inventory.hosts[1], "test ! -e /workspace/notes.ipynb")
+    assert other.returncode == 0, "each host has a workspace of its own"

@@ -54,7 +54,8 @@ def canonical(name: str) -> str:
 
 def python_distributions() -> dict[str, str]:
     """name -> version of what ``import`` would find first, over this user's sys.path."""
-    script_dir = str(Path(__file__).resolve().parent)
+    # Run as a file, its own folder is on sys.path (not the environment's); run with -c, it is not.
+    script_dir = str(Path(__file__).resolve().parent) if "__file__" in globals() else None
     path = [entry for entry in sys.path if entry and entry != script_dir]
     found: dict[str, str] = {}
     for distribution in importlib.metadata.distributions(path=path):
