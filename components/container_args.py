@@ -48,13 +48,17 @@ def container_args(
     image: pulumi.Input[str],
     config_contents: Mapping[str, pulumi.Input[str]],
     volume_names: Mapping[str, pulumi.Input[str]],
+    peers_host_dir: str,
 ) -> dict[str, Any]:
     """Keyword arguments for ``docker.Container``.
 
     ``config_contents`` maps each ConfigFile role (sshd_config, authorized_keys,
-    ssh_host_ed25519_key) to its content; they are uploaded, not bind-mounted,
-    because nothing is written on the host. ``volume_names`` maps each NAS
-    volume's name to the Volume resource's name output (for the dependency).
+    ssh_host_ed25519_key) to its content; they are uploaded, not bind-mounted:
+    they are the container's own. ``volume_names`` maps each volume's name (NAS
+    shares, the workspace) to the Volume resource's name output (for the
+    dependency). ``peers_host_dir``: the host folder with the cluster's peers
+    file, mounted read-only (its content is not an argument: a host added to the
+    cluster changes no container).
     """
     missing = {f.role for f in settings.config_files} - set(config_contents)
     if missing:
@@ -83,6 +87,11 @@ def container_args(
                 read_only=volume.read_only,
             )
             for volume in (*settings.volumes, settings.workspace)
+        ]
+        + [
+            docker.ContainerVolumeArgs(
+                host_path=peers_host_dir, container_path=settings.peers_dir, read_only=True
+            )
         ],
         "healthcheck": docker.ContainerHealthcheckArgs(
             tests=list(health.test),
@@ -91,7 +100,6 @@ def container_args(
             retries=health.retries,
             start_period=f"{health.start_period_s}s",
         ),
-        "hosts": [docker.ContainerHostArgs(host=name, ip=address) for name, address in settings.extra_hosts],
         "labels": [
             docker.ContainerLabelArgs(label=key, value=value) for key, value in settings.labels.items()
         ],

@@ -13,8 +13,8 @@ from components.container_args import container_args
 from components.host_firewall import HostFirewall, HostFirewallArgs
 from components.image_delivery import ImageDelivery, ImageDeliveryArgs
 from components.nas_volume import NasVolume, NasVolumeArgs
-from components.remote_access import docker_ssh_opts, ssh_target
-from gpufleet.derive.container import container_settings
+from components.remote_access import docker_ssh_opts, ssh_target, write_peers_script
+from gpufleet.derive.container import container_settings, host_peers_dir, peer_hosts
 from gpufleet.derive.firewall import FirewallPlan
 from gpufleet.derive.nccl import NcclEnv
 from gpufleet.derive.sshd import authorized_keys
@@ -64,16 +64,17 @@ class GpuHost(pulumi.ComponentResource):
         )
         on_host = pulumi.ResourceOptions(parent=self, provider=provider)
 
+        connection = remote.ConnectionArgs(
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            host_key=target.host_key,
+            private_key=pulumi.Output.secret(args.runner_private_key),
+        )
         firewall = HostFirewall(
             f"{name}-firewall",
             HostFirewallArgs(
-                connection=remote.ConnectionArgs(
-                    host=target.host,
-                    port=target.port,
-                    user=target.user,
-                    host_key=target.host_key,
-                    private_key=pulumi.Output.secret(args.runner_private_key),
-                ),
+                connection=connection,
                 nftables_conf=render_nftables(spec, host, args.firewall_plan),
                 sudo=target.needs_sudo,
             ),
@@ -95,6 +96,15 @@ class GpuHost(pulumi.ComponentResource):
             ).image_id
 
         settings = container_settings(spec, host, args.nccl)
+        peers = remote.Command(
+            f"{name}-peers",
+            connection=connection,
+            create=write_peers_script(host_peers_dir(spec.name), target.needs_sudo),
+            # A new stdin (a host added or removed) is an update: create runs again and replaces the
+            # file, which the running container reads; nothing else of this host changes.
+            stdin=peer_hosts(spec),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall]),
+        )
         volume_names: dict[str, pulumi.Input[str]] = {}
         for share, volume in zip(spec.nas, settings.volumes, strict=True):
             nas = NasVolume(
@@ -129,9 +139,10 @@ class GpuHost(pulumi.ComponentResource):
                     "ssh_host_ed25519_key": pulumi.Output.secret(args.host_private_key),
                 },
                 volume_names=volume_names,
+                peers_host_dir=host_peers_dir(spec.name),
             ),
             # The container's sshd listens on the host network: lock the host down first.
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[firewall]),
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[firewall, peers]),
         )
         self.container_id = container.id
         self.inventory_entry = pulumi.Output.all(container.id, args.host_public_key).apply(

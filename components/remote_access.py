@@ -7,8 +7,10 @@ path ever trusts a key on first use, and none uses StrictHostKeyChecking=no.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
+from gpufleet.derive.container import PEERS_FILE
 from gpufleet.spec.models import ClusterSpec, HostSpec
 
 SSH_CONNECT_TIMEOUT_S = 15
@@ -71,3 +73,14 @@ def docker_ssh_opts(target: SshTarget, identity_file: str) -> list[str]:
     for keyword, value in options.items():
         opts += ["-o", f"{keyword}={value}"]
     return opts
+
+
+def write_peers_script(folder: str, sudo: bool) -> str:
+    """Reads the peers file on stdin and puts it in ``folder`` atomically (the container mounts the
+    folder, so it sees the new file; a half-written one never)."""
+    run = "sudo -n " if sudo else ""
+    target = shlex.quote(folder)
+    return (
+        f"set -eu; {run}install -d -m 0755 {target}; f=$({run}mktemp {target}/.hosts.XXXXXX); "
+        f'{run}tee "$f" >/dev/null; {run}chmod 0644 "$f"; {run}mv "$f" {target}/{PEERS_FILE}'
+    )

@@ -146,19 +146,23 @@ def test_container_matches_the_rendered_compose_service(stack: str) -> None:
             "retries": health["retries"],
             "startPeriod": health["start_period"],
         }, where
-        binds = sorted(v["target"] for v in service["volumes"] if v["type"] == "bind")
+        binds = sorted(
+            v["target"] for v in service["volumes"] if v["type"] == "bind" and v["source"] != "./peers"
+        )
         assert sorted(u["file"] for u in container["uploads"]) == binds, where
         named = [
             (v["source"], v["target"], v["read_only"]) for v in service["volumes"] if v["type"] == "volume"
         ]
-        assert [(v["volumeName"], v["containerPath"], v["readOnly"]) for v in container["volumes"]] == named
+        mounted = [v for v in container["volumes"] if "volumeName" in v]
+        assert [(v["volumeName"], v["containerPath"], v["readOnly"]) for v in mounted] == named
+        [peers] = [v for v in service["volumes"] if v["source"] == "./peers"]
+        [host_dir] = [v for v in container["volumes"] if "hostPath" in v]
+        assert (host_dir["containerPath"], host_dir["readOnly"]) == (peers["target"], True), where
         for share in spec.nas:
             volume = run.named(f"{name}-nas-{share.name}-volume").inputs
             assert volume["driver"] == volumes[volume["name"]]["driver"] == "local", where
             assert volume["driverOpts"] == volumes[volume["name"]]["driver_opts"], where
-        assert sorted(f"{h['host']}:{h['ip']}" for h in container["hosts"]) == sorted(
-            service["extra_hosts"]
-        ), where
+        assert "hosts" not in container and "extra_hosts" not in service, f"{where}: peers come from a file"
         assert "ports" not in container, f"{where}: host networking publishes no ports"
 
 
@@ -289,7 +293,7 @@ def test_no_firewall_rule_opens_ssh_beyond_admin_cidrs(stack: str) -> None:
     spec, run = stack_spec(stack), program_run(stack)
     admins = [ipaddress.ip_network(c) for c in spec.ssh.admin_cidrs]
     hosts = {ipaddress.ip_address(h.address) for h in spec.hosts}
-    for command in run.of_type(COMMAND):
+    for command in (c for c in run.of_type(COMMAND) if c.name.endswith("-nftables")):
         conf = command.inputs["stdin"]
         sets = _nft_sets(conf)
         for name, elements in sets.items():
@@ -506,10 +510,28 @@ def test_every_host_keeps_its_workspace_in_a_volume_that_destroy_leaves() -> Non
         assert volume.inputs["name"] == f"{spec.name}-workspace"
         assert volume.name in run.retained, "pulumi destroy must not delete the team's notebooks"
         container = run.named(f"{spec.name}-{host.name}-container")
-        mounts = {v["containerPath"]: v["volumeName"] for v in container.inputs["volumes"]}
+        mounts = {v["containerPath"]: v.get("volumeName") for v in container.inputs["volumes"]}
         assert mounts["/workspace"] == f"{spec.name}-workspace"
     assert (
         not {r.name for r in run.of_type("docker:index/volume:Volume")}
         - run.retained
         - {r.name for r in run.resources if r.name.endswith("-volume")}
     )
+
+
+def test_adding_a_host_changes_no_other_hosts_container() -> None:
+    raw = _raw("example-ib")
+    before = run_program(raw, stack="grow")
+    grown = copy.deepcopy(raw)
+    fourth = copy.deepcopy(raw["hosts"][-1])
+    fourth.update(name="gpu-9", address="10.10.1.99")
+    grown["hosts"].append(fourth)
+    after = run_program(grown, stack="grow")
+    name = raw["name"]
+    for host in raw["hosts"]:
+        old = before.named(f"{name}-{host['name']}-container").inputs
+        new = after.named(f"{name}-{host['name']}-container").inputs
+        assert old == new, f"{host['name']}'s container would be replaced"
+        peers = after.named(f"{name}-{host['name']}-peers").inputs["stdin"]
+        assert "10.10.1.99 gpu-9\n" in peers, "its peers file is updated in place instead"
+    assert after.named(f"{name}-gpu-9-container")

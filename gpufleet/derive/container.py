@@ -12,6 +12,9 @@ from gpufleet.derive.nccl import NcclEnv
 from gpufleet.derive.sshd import AUTHORIZED_KEYS_PATH, HOST_KEY_PATH, SSHD_CONFIG_PATH
 from gpufleet.spec.models import ClusterSpec, HostSpec, NasShare
 
+PEERS_DIR = "/etc/gpufleet/peers"
+PEERS_FILE = "hosts"
+"""``<address> <name>`` per cluster host; the entrypoint keeps /etc/hosts in step with it."""
 WORKSPACE = "/workspace"
 """The login's working folder and JupyterLab's root, in the image and as a volume."""
 
@@ -87,9 +90,11 @@ class ContainerSettings:
     restart: str
     healthcheck: Healthcheck
     labels: dict[str, str]
-    extra_hosts: tuple[tuple[str, str], ...]
-    """(name, address) of every cluster host: with host networking and its own hostname the
-    container resolves no host name otherwise (torch's rendezvous needs them)."""
+    peers_dir: str = PEERS_DIR
+    """Where the container reads the cluster's host names (PEERS_FILE), mounted read-only from a
+    folder on the host: with host networking and its own hostname the container resolves no host
+    name otherwise (torch's rendezvous needs them). A file, not the container's arguments, so that
+    a host added or removed changes no running container."""
 
     @property
     def memlock_unlimited(self) -> bool:
@@ -106,6 +111,16 @@ def nas_volume(spec: ClusterSpec, share: NasShare) -> NasVolume:
         read_only=share.read_only,
         driver_opts={"type": "nfs", "o": ",".join(options), "device": f":{share.export}"},
     )
+
+
+def peer_hosts(spec: ClusterSpec) -> str:
+    """The peers file: every cluster host's address and name (its own too: c10d resolves gethostname())."""
+    return "".join(f"{host.address} {host.name}\n" for host in spec.hosts)
+
+
+def host_peers_dir(cluster: str) -> str:
+    """Where a production host keeps the peers file (Pulumi writes it; the container mounts it)."""
+    return f"/etc/gpufleet/{cluster}/peers"
 
 
 def workspace_volume(spec: ClusterSpec) -> NasVolume:
@@ -144,7 +159,6 @@ def container_settings(spec: ClusterSpec, host: HostSpec, nccl: NcclEnv) -> Cont
         restart=RESTART_POLICY,
         healthcheck=healthcheck(spec.ssh.port),
         labels={"gpufleet.cluster": spec.name, "gpufleet.host": host.name},
-        extra_hosts=tuple((peer.name, peer.address) for peer in spec.hosts),
     )
 
 

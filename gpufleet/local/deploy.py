@@ -78,9 +78,10 @@ def deploy_and_compose_up(
         sftp = client.open_sftp()
         try:
             _makedirs(sftp, folder)
-            for name, file in sorted(files.items()):
+            for name, file in sorted(files.items()):  # a name may have a folder: peers/hosts
                 path = posixpath.join(folder, name)
-                temporary = posixpath.join(folder, f".{name}.tmp")
+                _makedirs(sftp, posixpath.dirname(path))
+                temporary = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(name)}.tmp")
                 with sftp.open(temporary, "w") as handle:
                     handle.chmod(0o600)  # before any byte is written: the key never sits readable
                     handle.write(file.text.encode())

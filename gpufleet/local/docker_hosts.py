@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from gpufleet.derive.container import PEERS_FILE
 from gpufleet.errors import GpufleetError
 from gpufleet.inventory import InventoryHost
 from gpufleet.local import dockerd
@@ -138,13 +139,15 @@ def remove_containers(daemon: dockerd.Daemon) -> None:
 def deploy_files(
     tree: RenderedTree, host: HostSpec, authorized_keys: str, container_host_key: str
 ) -> dict[str, DeployFile]:
-    """The rendered ``hosts/<name>/`` folder (its authorized_keys with the controller's key), plus
-    the container's generated host key (0600)."""
+    """The rendered ``hosts/<name>/`` folder (its authorized_keys with the controller's key), the
+    cluster's ``peers/`` folder, and the container's generated host key (0600)."""
     folder = PurePosixPath("hosts", host.name)
     files = {
         path.name: DeployFile(text, file_mode(path)) for path, text in tree.items() if path.parent == folder
     }
     files["authorized_keys"] = DeployFile(authorized_keys, files["authorized_keys"].mode)
+    peers = PurePosixPath("peers", PEERS_FILE)  # the cluster's, beside the compose file (see its comment)
+    files[str(peers)] = DeployFile(tree[peers], file_mode(peers))
     files[CONTAINER_HOST_KEY] = DeployFile(container_host_key, 0o600)
     return files
 

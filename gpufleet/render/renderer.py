@@ -9,11 +9,14 @@ from pathlib import Path, PurePosixPath
 from gpufleet.derive.container import (
     CONFIG_FILES,
     IMAGE_PYTHON,
+    PEERS_DIR,
+    PEERS_FILE,
     SESSION_ENV_PREFIXES,
     STAGING_DIR,
     WORKSPACE,
     ContainerSettings,
     container_settings,
+    peer_hosts,
 )
 from gpufleet.derive.firewall import PING_RATE, FirewallPlan, firewall_plan
 from gpufleet.derive.nccl import NcclEnv, nccl_env
@@ -25,7 +28,8 @@ from gpufleet.render.templating import render_template
 from gpufleet.spec.models import ClusterSpec, HostSpec
 
 LOGIN_UID = 1000
-"""The container's working folder and Jupyter's root, owned by the login user."""
+PEERS_POLL_S = 5
+"""How often a container re-reads the peers file: a host added resolves within seconds."""
 EXECUTABLE = 0o755
 FILE_MODE = 0o644
 EXECUTABLES = frozenset({PurePosixPath("entrypoint.sh")})
@@ -103,6 +107,8 @@ def render_entrypoint(spec: ClusterSpec) -> str:
         config_files=CONFIG_FILES,
         session_env_prefixes=SESSION_ENV_PREFIXES,
         workspace=WORKSPACE,
+        peers_file=f"{PEERS_DIR}/{PEERS_FILE}",
+        peers_poll_s=PEERS_POLL_S,
     )
 
 
@@ -134,6 +140,7 @@ def render_cluster(
     tree: RenderedTree = {
         PurePosixPath("entrypoint.sh"): render_entrypoint(spec),
         PurePosixPath("hostfile"): render_hostfile(spec),
+        PurePosixPath("peers", PEERS_FILE): peer_hosts(spec),
     }
     if lock is not None:  # the image's files only with a lock: nothing in the image is unpinned
         tree.update(render_image_context(spec, lock, lock_name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pulumi
 import pytest
@@ -47,6 +48,7 @@ def test_cpu_host_requests_no_gpus() -> None:
         image="img",
         config_contents=CONTENTS,
         volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
+        peers_host_dir="/etc/gpufleet/c/peers",
     )
 
 
@@ -62,6 +64,7 @@ def test_ethernet_has_no_rdma_arguments() -> None:
         image="img",
         config_contents=CONTENTS,
         volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
+        peers_host_dir="/etc/gpufleet/c/peers",
     )
     assert "devices" not in args and "capabilities" not in args
     assert args["network_mode"] == "host"
@@ -74,6 +77,7 @@ def test_ipc_host_drops_shm_and_sets_ipc_mode() -> None:
         image="img",
         config_contents=CONTENTS,
         volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
+        peers_host_dir="/etc/gpufleet/c/peers",
     )
     assert args["ipc_mode"] == "host" and "shm_size" not in args
 
@@ -86,6 +90,7 @@ def test_every_config_file_needs_content() -> None:
             image="img",
             config_contents={"sshd_config": "a", "authorized_keys": "b"},
             volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
+            peers_host_dir="/etc/gpufleet/c/peers",
         )
 
 
@@ -96,23 +101,25 @@ def test_uploads_keep_the_file_modes() -> None:
         image="img",
         config_contents=CONTENTS,
         volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
+        peers_host_dir="/etc/gpufleet/c/peers",
     )
     modes = {pulumi.get(u, "file"): pulumi.get(u, "permissions") for u in args["uploads"]}
     assert modes == {f.container_path: f"{f.mode:04o}" for f in settings.config_files}
     assert modes["/etc/gpufleet/mounted/ssh_host_ed25519_key"] == "0600"
 
 
-def test_every_cluster_host_resolves_in_the_container() -> None:
+def test_peers_come_from_a_host_folder_not_from_arguments() -> None:
     settings = _settings()
     args = container_args(
         settings,
         image="img",
         config_contents=CONTENTS,
         volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
+        peers_host_dir="/etc/gpufleet/c/peers",
     )
-    hosts = {(pulumi.get(h, "host"), pulumi.get(h, "ip")) for h in args["hosts"]}
-    spec = stack_spec("example-ib")
-    assert hosts == {(h.name, h.address) for h in spec.hosts}
+    assert "hosts" not in args, "a host added would change every container's arguments"
+    binds = [(pulumi.get(v, "host_path"), pulumi.get(v, "container_path")) for v in args["volumes"]]
+    assert ("/etc/gpufleet/c/peers", "/etc/gpufleet/peers") in binds
 
 
 @pytest.mark.parametrize(("limit", "expected"), [(-1, -1), (8 << 20, 8 << 20)], ids=["unlimited", "capped"])
@@ -123,6 +130,7 @@ def test_memlock_soft_and_hard(limit: int, expected: int) -> None:
         image="img",
         config_contents=CONTENTS,
         volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
+        peers_host_dir="/etc/gpufleet/c/peers",
     )
     [ulimit] = args["ulimits"]
     assert (pulumi.get(ulimit, "soft"), pulumi.get(ulimit, "hard")) == (expected, expected)
@@ -136,6 +144,22 @@ def test_the_workspace_is_a_volume_of_its_own() -> None:
         image="sha256:x",
         config_contents=dict.fromkeys(("sshd_config", "authorized_keys", "ssh_host_ed25519_key"), ""),
         volume_names={v.name: v.name for v in (*settings.volumes, settings.workspace)},
+        peers_host_dir="/etc/gpufleet/c/peers",
     )
     mounts = {v.container_path: (v.volume_name, v.read_only) for v in args["volumes"]}
     assert mounts["/workspace"] == ("chatbot-ib-workspace", False)
+
+
+def test_the_peers_script_replaces_the_file_atomically(tmp_path: Any) -> None:
+    import subprocess
+
+    from components.remote_access import write_peers_script
+
+    folder = tmp_path / "etc" / "peers"
+    for content in ("10.0.0.1 a\n", "10.0.0.1 a\n10.0.0.2 b\n"):
+        subprocess.run(
+            ["sh", "-c", write_peers_script(str(folder), sudo=False)], input=content, text=True, check=True
+        )
+        assert (folder / "hosts").read_text() == content
+    assert oct((folder / "hosts").stat().st_mode & 0o777) == "0o644"
+    assert [p.name for p in folder.iterdir()] == ["hosts"], "no temporary file left behind"

@@ -202,6 +202,41 @@ def test_dockerfile_builds_without_buildkit_only_syntax() -> None:
 def test_every_cluster_host_resolves_in_every_container() -> None:
     tree = render_cluster(stack_spec("example-ib"))
     spec = stack_spec("example-ib")
+    assert tree[PurePosixPath("peers", "hosts")] == "".join(f"{h.address} {h.name}\n" for h in spec.hosts)
     for host in spec.hosts:
         compose = yaml.safe_load(tree[PurePosixPath("hosts", host.name, "docker-compose.yml")])
-        assert compose["services"]["train"]["extra_hosts"] == [f"{h.name}:{h.address}" for h in spec.hosts]
+        service = compose["services"]["train"]
+        assert "extra_hosts" not in service, "a host added would change every host's compose file"
+        assert {"type": "bind", "source": "./peers", "target": "/etc/gpufleet/peers", "read_only": True} in (
+            service["volumes"]
+        )
+
+
+def _entrypoint_sync(tmp_path: Path) -> str:
+    """The entrypoint's sync_peers, its paths moved under tmp_path (the shell code itself unchanged)."""
+    text = render_cluster(stack_spec("local"))[PurePosixPath("entrypoint.sh")]
+    body = text[text.index("sync_peers() {") : text.index("\nsync_peers\n")]
+    for old, new in (
+        ("/etc/gpufleet/peers/hosts", "peers"),
+        ("/etc/hosts", "hosts"),
+        ("/run/gpufleet-hosts", "new"),
+    ):
+        body = body.replace(old, str(tmp_path / new))
+    return body + "\nsync_peers\n"
+
+
+def test_the_entrypoint_keeps_etc_hosts_in_step_with_the_peers_file(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
+    inode = (tmp_path / "hosts").stat().st_ino
+    script = _entrypoint_sync(tmp_path)
+    (tmp_path / "peers").write_text("10.0.0.1 node-0\n10.0.0.2 node-1\n")
+    subprocess.run(["sh", "-c", script], check=True)
+    (tmp_path / "peers").write_text("10.0.0.1 node-0\n10.0.0.2 node-1\n10.0.0.3 node-2\n")  # a host added
+    subprocess.run(["sh", "-c", script], check=True)
+    assert (tmp_path / "hosts").read_text() == (
+        "127.0.0.1 localhost\n# gpufleet peers begin\n10.0.0.1 node-0\n10.0.0.2 node-1\n10.0.0.3 node-2\n"
+        "# gpufleet peers end\n"
+    )
+    assert (tmp_path / "hosts").stat().st_ino == inode, "written in place: Docker bind-mounts /etc/hosts"

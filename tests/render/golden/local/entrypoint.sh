@@ -29,6 +29,22 @@ for name in $(env | grep -E '^(NCCL_|GLOO_|UCX_|FI_|RDMAV_|CUDA_|NVIDIA_|TORCH_)
     session_env="$session_env $(quoted "$name")"
 done
 
+# The cluster's host names, from the mounted peers file, in a marked block of /etc/hosts
+# (written in place: Docker bind-mounts /etc/hosts); again whenever the file changes, so a
+# host added to the cluster resolves here without restarting the container.
+sync_peers() {
+    [ -r /etc/gpufleet/peers/hosts ] || return 0
+    {
+        sed '/^# gpufleet peers begin$/,/^# gpufleet peers end$/d' /etc/hosts
+        echo '# gpufleet peers begin'
+        cat /etc/gpufleet/peers/hosts
+        echo '# gpufleet peers end'
+    } > /run/gpufleet-hosts
+    cmp -s /run/gpufleet-hosts /etc/hosts || cat /run/gpufleet-hosts > /etc/hosts
+}
+sync_peers
+( while sleep 5; do sync_peers || true; done ) &
+
 if [ -n "${GPUFLEET_JUPYTER_PORT:-}" ]; then
     # Loopback only, never in the firewall: gpufleet jupyter HOST opens the tunnel,
     # or  ssh -p 2222 -L 8888:127.0.0.1:$GPUFLEET_JUPYTER_PORT trainer@HOST
