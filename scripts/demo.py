@@ -80,9 +80,9 @@ def main() -> int:
             step("preflight on every host")
             report = run_preflight(cluster)
             console.print(report.table())
+            for line in report.details():  # warnings too: the table says they are spelled out below
+                console.print(line, highlight=False, markup=False)
             if report.failed:
-                for line in report.details():
-                    console.print(line, highlight=False, markup=False)
                 console.print("[red]preflight failed[/red]")
                 return 1
             step(f"training the intent classifier on {len(spec.hosts)} hosts (rank 0's lines shown)")
