@@ -12,8 +12,9 @@ from gpufleet.environment.lockfile import Lock
 from gpufleet.environment.stack_lock import current_lock, missing_lock_warning
 from gpufleet.spec import ClusterSpec, load_spec, resolve_stack_file, spec_warnings
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a sentence stays one line in a pipe or a CI log (grep finds it); tables still fit the width.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 StackOption = Annotated[
     str | None,

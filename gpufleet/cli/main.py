@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -26,23 +29,32 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command()(spec_commands.validate)
-app.command()(spec_commands.render)
-app.command()(image_commands.lock)
-app.command()(image_commands.build)
-app.command()(pulumi_commands.inventory)
-app.command()(cluster_commands.up)
-app.command()(cluster_commands.down)
-app.command()(cluster_commands.ssh)
-app.command(name="exec", context_settings=exec_command.EXEC_CONTEXT)(exec_command.exec_)
-app.command()(jupyter_command.jupyter)
-app.command()(hardware_commands.probe)
-app.command()(hardware_commands.lint)
-app.command()(launch_commands.preflight)
-app.command(context_settings=launch_commands.TRAIN_CONTEXT)(launch_commands.train)
-app.command()(launch_commands.logs)
-app.command()(launch_commands.status)
-app.command()(launch_commands.stop)
+
+
+def _command(function: Callable[..., Any], **options: Any) -> None:
+    """Register ``function``; its summary in ``gpufleet --help`` is its docstring's first paragraph as
+    one line (the docstring's own line breaks are for the source, not the screen)."""
+    first = (inspect.getdoc(function) or "").split("\n\n")[0]
+    app.command(short_help=" ".join(first.split()), **options)(function)
+
+
+_command(spec_commands.validate)
+_command(spec_commands.render)
+_command(image_commands.lock)
+_command(image_commands.build)
+_command(pulumi_commands.inventory)
+_command(cluster_commands.up)
+_command(cluster_commands.down)
+_command(cluster_commands.ssh)
+_command(exec_command.exec_, name="exec", context_settings=exec_command.EXEC_CONTEXT)
+_command(jupyter_command.jupyter)
+_command(hardware_commands.probe)
+_command(hardware_commands.lint)
+_command(launch_commands.preflight)
+_command(launch_commands.train, context_settings=launch_commands.TRAIN_CONTEXT)
+_command(launch_commands.logs)
+_command(launch_commands.status)
+_command(launch_commands.stop)
 
 
 def main() -> None:
