@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import pwd
 import re
 import shlex
 import shutil
@@ -21,12 +22,18 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from components.image_delivery import delivery_script
+from components.remote_access import SshTarget
 from gpufleet.cli.cluster_commands import ssh_argv
 from gpufleet.derive.container import CONTAINER_NAME, IMAGE_PYTHON
 from gpufleet.inventory import KEY_FILE, Inventory, InventoryHost, load_inventory, state_dir
 from gpufleet.local import cluster_down, cluster_up, docker_hosts, dockerd, hostproc
+from gpufleet.local.build import HOST_LOGIN_KNOWN_HOSTS
+from gpufleet.local.images.builder import build_daemon
+from gpufleet.local.images.cache import machine_lock
 from gpufleet.local.logins import pinned_client
 from gpufleet.local.names import host_namespace
+from gpufleet.local.record import read_record
 from gpufleet.spec import ClusterSpec
 from tests.conftest import PROJECT_ROOT, needs_root
 from tests.local.cluster import lan_stranger, local_cluster
@@ -330,6 +337,53 @@ def test_exec_prefixes_each_line_by_host_and_names_the_failures(
     )
     only = cli("--hosts", names[1], "--", "echo", "hi")
     assert (only.returncode, only.stdout) == (0, f"{names[1]} | hi\n")
+
+
+def test_image_delivery_streams_over_the_hosts_pinned_login_and_checks_the_id(
+    cluster: tuple[ClusterSpec, Inventory, Path],
+) -> None:
+    """Pulumi's ImageDelivery script, run for real: the runner is this machine with the build daemon as
+    its Docker, the host is a local host's own login (docker_ssh), pinned by KnownHostsCommand."""
+    spec, _, stack = cluster
+    state = state_dir(stack.parent, spec.name)
+    host = spec.hosts[1]
+    pins = dict(line.split(" ", 1) for line in (state / HOST_LOGIN_KNOWN_HOSTS).read_text().splitlines())
+    user = pwd.getpwuid(read_record(state).uid).pw_name
+    target = SshTarget(user, host.address, spec.ssh.host_port, pins[f"[{host.address}]:{spec.ssh.host_port}"])
+    reference = "gpufleet/delivery-test:1"
+    with machine_lock(_quiet), build_daemon(_quiet) as builder:
+        docker = builder.client()
+        empty = subprocess.run(["tar", "-c", "-T", "/dev/null"], capture_output=True, check=True).stdout
+        imported = subprocess.run(
+            docker.argv("import", "-", reference), input=empty, capture_output=True, check=False
+        )
+        assert imported.returncode == 0, imported.stderr
+        want = docker.run("image", "inspect", "--format", "{{.Id}}", reference).stdout.strip()
+        env = {**docker.environment(), "PATH": "/usr/bin:/bin"}  # the build daemon's own CLI
+        script = delivery_script(reference, target, str(state / KEY_FILE))
+        ran = subprocess.run(
+            ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert (ran.returncode, ran.stdout) == (0, want), ran.stderr
+        wrong = SshTarget(
+            target.user, target.host, target.port, pins[f"[{spec.hosts[0].address}]:{spec.ssh.host_port}"]
+        )
+        refused = subprocess.run(
+            ["bash", "-c", delivery_script(reference, wrong, str(state / KEY_FILE))],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0 and "Host key verification failed" in refused.stderr
+        docker.run("rmi", reference)
+    paths = docker_hosts.daemon_paths(Path("/unused"), spec.name, host.name)
+    there = subprocess.run(
+        [dockerd.DOCKER_CLI, "--host", paths.host_url, "image", "inspect", "--format", "{{.Id}}", reference],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert there.stdout.strip() == want
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 def test_a_notebook_in_the_workspace_survives_down_and_up(
