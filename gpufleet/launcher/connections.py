@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import paramiko
 from fabric import Config, Connection
@@ -226,11 +226,27 @@ class HostConnections:
         self._connections: dict[str, Connection] = {}
         self.unreachable: dict[str, str] = {}  # host name -> why
         self._lock = threading.Lock()
+        # Read once, not per connection: at hundreds of hosts, each client parsing the whole
+        # known_hosts file (and the key file) again was quadratic in the cluster's size.
+        self._pinned: paramiko.HostKeys | None = None
+        self._key: dict[str, Any] | None = None
+
+    def _credentials(self) -> tuple[paramiko.HostKeys, dict[str, Any]]:
+        """The pinned host keys and the login key (as paramiko's connect argument), read once."""
+        if self._pinned is None or self._key is None:
+            known_hosts = self.state_folder / KNOWN_HOSTS_FILE
+            self._pinned = paramiko.HostKeys(str(known_hosts) if known_hosts.is_file() else None)
+            try:
+                self._key = {"pkey": paramiko.PKey.from_path(self.state_folder / KEY_FILE)}
+            except (paramiko.SSHException, OSError, ValueError):
+                # Unreadable here: let each connect report it, as it would without this cache.
+                self._key = {"key_filename": str(self.state_folder / KEY_FILE)}
+        return self._pinned, self._key
 
     # -- connecting --------------------------------------------------------------------
 
     def _connection(self, host: InventoryHost, timeout: float | None = None) -> Connection:
-        key = self.state_folder / KEY_FILE
+        pinned, key = self._credentials()
         seconds = timeout or self.connect_timeout
         connection = Connection(
             host=host.ssh_address,
@@ -240,15 +256,19 @@ class HostConnections:
             connect_timeout=seconds,
             forward_agent=False,
             connect_kwargs={
-                "key_filename": str(key),
+                **key,
                 "allow_agent": False,
                 "look_for_keys": False,
                 "banner_timeout": seconds,
                 "auth_timeout": seconds,
             },
         )
-        # Pin before the first connect: Fabric's constructor installed AutoAddPolicy.
-        connection.client.load_host_keys(str(self.state_folder / KNOWN_HOSTS_FILE))
+        # Pin before the first connect: Fabric's constructor installed AutoAddPolicy. Only this
+        # host's own entry: any other key is refused.
+        name = host.ssh_address if host.ssh_port == 22 else f"[{host.ssh_address}]:{host.ssh_port}"
+        mine = connection.client.get_host_keys()
+        for key_type, host_key in (pinned.lookup(name) or {}).items():
+            mine.add(name, key_type, host_key)
         connection.client.set_missing_host_key_policy(paramiko.RejectPolicy())
         return connection
 
