@@ -10,11 +10,13 @@ with it and prints one JSON line. The manifest:
 - runtime: Python, torch, CUDA, cuDNN and NCCL versions as torch reports them
   when loaded (package metadata can lie: pytorch#122571). ``--quick`` skips it
   (no torch import: cheap enough for every ``train``);
-- stamp: the modification times and sizes of every folder on sys.path and of
-  dpkg's status file. Installing anything (pip, pip --user, apt) changes one of
-  them, and an image's layers keep them: ``--quick`` on an unchanged container
-  compares the stamp alone and lists nothing (a few ms); a changed stamp is
-  compared in full.
+
+Beside it, not in it (its digest names the image's contents, and two builds of
+the same lock must agree), ``environment.stamp``: the modification times and
+sizes of every folder on sys.path and of dpkg's status file. Installing
+anything (pip, pip --user, apt) changes one of them, and an image's layers keep
+them: ``--quick`` on an unchanged container compares the stamp alone and lists
+nothing; a changed stamp is compared in full.
 
 Canonical JSON bytes: the file's sha256 is the image's ``org.gpufleet.manifest`` label.
 """
@@ -105,6 +107,17 @@ def _search_path() -> list[str]:
     return [entry for entry in sys.path if entry and entry != script_dir]
 
 
+def stamp_path(manifest: str) -> Path:
+    return Path(manifest).with_suffix(".stamp")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
 def stamp() -> str:
     """sha256 of (path, mtime, size) of each sys.path folder and dpkg's status: what an install changes."""
     parts = []
@@ -122,7 +135,6 @@ def collect(quick: bool = False) -> dict[str, Any]:
         "version": MANIFEST_VERSION,
         "python": python_distributions(),
         "dpkg": dpkg_packages(),
-        "stamp": stamp(),
     }
     if not quick:
         manifest["runtime"] = runtime_versions()
@@ -170,7 +182,7 @@ def check(path: str, quick: bool) -> dict[str, Any]:
         expected = json.loads(data)
     except (OSError, ValueError) as error:
         return {"manifest_digest": None, "error": f"no manifest at {path}: {error}"}
-    if quick and expected.get("stamp") == stamp():  # nothing installed since the build
+    if quick and _read(stamp_path(path)) == stamp():  # nothing installed since the build
         return {"manifest_digest": digest(data), "live_digest": quick_digest(expected), "differences": []}
     live = collect(quick=quick)
     return {
@@ -187,6 +199,7 @@ def main(argv: list[str]) -> int:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(manifest_bytes(collect()))
+        stamp_path(path).write_text(stamp() + "\n")
         print(digest(target.read_bytes()))
         return 0
     print(json.dumps(check(path, quick="--quick" in argv), sort_keys=True))
