@@ -9,7 +9,14 @@ with it and prints one JSON line. The manifest:
 - dpkg: every installed package (``name:arch``) -> version;
 - runtime: Python, torch, CUDA, cuDNN and NCCL versions as torch reports them
   when loaded (package metadata can lie: pytorch#122571). ``--quick`` skips it
-  (no torch import: cheap enough for every ``train``).
+  (no torch import: cheap enough for every ``train``);
+
+Beside it, not in it (its digest names the image's contents, and two builds of
+the same lock must agree), ``environment.stamp``: the modification times and
+sizes of every folder on sys.path and of dpkg's status file. Installing
+anything (pip, pip --user, apt) changes one of them, and an image's layers keep
+them: ``--quick`` on an unchanged container compares the stamp alone and lists
+nothing; a changed stamp is compared in full.
 
 Canonical JSON bytes: the file's sha256 is the image's ``org.gpufleet.manifest`` label.
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import re
 import subprocess
@@ -55,10 +63,8 @@ def canonical(name: str) -> str:
 def python_distributions() -> dict[str, str]:
     """name -> version of what ``import`` would find first, over this user's sys.path."""
     # Run as a file, its own folder is on sys.path (not the environment's); run with -c, it is not.
-    script_dir = str(Path(__file__).resolve().parent) if "__file__" in globals() else None
-    path = [entry for entry in sys.path if entry and entry != script_dir]
     found: dict[str, str] = {}
-    for distribution in importlib.metadata.distributions(path=path):
+    for distribution in importlib.metadata.distributions(path=_search_path()):
         name = distribution.metadata["Name"]
         if name:
             found.setdefault(canonical(name), distribution.version)
@@ -91,6 +97,37 @@ def runtime_versions() -> dict[str, Any]:
     except (ValueError, IndexError):
         return {"python": platform.python_version(), "torch": "cannot import"}
     return answer if isinstance(answer, dict) else {}
+
+
+DPKG_STATUS = "/var/lib/dpkg/status"
+
+
+def _search_path() -> list[str]:
+    script_dir = str(Path(__file__).resolve().parent) if "__file__" in globals() else None
+    return [entry for entry in sys.path if entry and entry != script_dir]
+
+
+def stamp_path(manifest: str) -> Path:
+    return Path(manifest).with_suffix(".stamp")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def stamp() -> str:
+    """sha256 of (path, mtime, size) of each sys.path folder and dpkg's status: what an install changes."""
+    parts = []
+    for path in [*_search_path(), DPKG_STATUS]:
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue  # absent: a user site-packages that appears later changes the stamp
+        parts.append(f"{path}\t{info.st_mtime_ns}\t{info.st_size}")
+    return digest("\n".join(parts).encode())
 
 
 def collect(quick: bool = False) -> dict[str, Any]:
@@ -145,6 +182,8 @@ def check(path: str, quick: bool) -> dict[str, Any]:
         expected = json.loads(data)
     except (OSError, ValueError) as error:
         return {"manifest_digest": None, "error": f"no manifest at {path}: {error}"}
+    if quick and _read(stamp_path(path)) == stamp():  # nothing installed since the build
+        return {"manifest_digest": digest(data), "live_digest": quick_digest(expected), "differences": []}
     live = collect(quick=quick)
     return {
         "manifest_digest": digest(data),
@@ -160,6 +199,7 @@ def main(argv: list[str]) -> int:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(manifest_bytes(collect()))
+        stamp_path(path).write_text(stamp() + "\n")
         print(digest(target.read_bytes()))
         return 0
     print(json.dumps(check(path, quick="--quick" in argv), sort_keys=True))
