@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import pwd
 import re
 import shlex
 import shutil
@@ -33,7 +32,6 @@ from gpufleet.local.images.builder import build_daemon
 from gpufleet.local.images.cache import machine_lock
 from gpufleet.local.logins import pinned_client
 from gpufleet.local.names import host_namespace
-from gpufleet.local.record import read_record
 from gpufleet.spec import ClusterSpec
 from tests.conftest import PROJECT_ROOT, needs_root
 from tests.local.cluster import lan_stranger, local_cluster
@@ -348,8 +346,13 @@ def test_image_delivery_streams_over_the_hosts_pinned_login_and_checks_the_id(
     state = state_dir(stack.parent, spec.name)
     host = spec.hosts[1]
     pins = dict(line.split(" ", 1) for line in (state / HOST_LOGIN_KNOWN_HOSTS).read_text().splitlines())
-    user = pwd.getpwuid(read_record(state).uid).pw_name
-    target = SshTarget(user, host.address, spec.ssh.host_port, pins[f"[{host.address}]:{spec.ssh.host_port}"])
+    user = spec.ssh.user  # the host's own login is the spec's user (in the host's private /etc/passwd)
+
+    def pin(address: str) -> str:
+        port = spec.ssh.host_port
+        return pins[address if port == 22 else f"[{address}]:{port}"]
+
+    target = SshTarget(user, host.address, spec.ssh.host_port, pin(host.address))
     reference = "gpufleet/delivery-test:1"
     with machine_lock(_quiet), build_daemon(_quiet) as builder:
         docker = builder.client()
@@ -359,15 +362,14 @@ def test_image_delivery_streams_over_the_hosts_pinned_login_and_checks_the_id(
         )
         assert imported.returncode == 0, imported.stderr
         want = docker.run("image", "inspect", "--format", "{{.Id}}", reference).stdout.strip()
-        env = {**docker.environment(), "PATH": "/usr/bin:/bin"}  # the build daemon's own CLI
+        # The runner's `docker` is the build daemon, with its own (Debian's) CLI first on PATH.
+        env = {**docker.environment(), "PATH": "/usr/bin:/bin", "DOCKER_HOST": docker.prefix[-1]}
         script = delivery_script(reference, target, str(state / KEY_FILE))
         ran = subprocess.run(
             ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False
         )
         assert (ran.returncode, ran.stdout) == (0, want), ran.stderr
-        wrong = SshTarget(
-            target.user, target.host, target.port, pins[f"[{spec.hosts[0].address}]:{spec.ssh.host_port}"]
-        )
+        wrong = SshTarget(target.user, target.host, target.port, pin(spec.hosts[0].address))
         refused = subprocess.run(
             ["bash", "-c", delivery_script(reference, wrong, str(state / KEY_FILE))],
             env=env, capture_output=True, text=True, timeout=120, check=False,
