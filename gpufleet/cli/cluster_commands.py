@@ -12,7 +12,6 @@ from rich.table import Table
 from gpufleet.cli.common import FileOption, StackOption, console, load_cli_spec
 from gpufleet.cli.image_commands import ensure_stack_lock
 from gpufleet.inventory import KEY_FILE, KNOWN_HOSTS_FILE, InventoryHost, load_inventory, state_dir
-from gpufleet.local import cluster_down, cluster_is_up, cluster_up, preflight_tools
 from gpufleet.spec.loader import find_project_root
 
 HostArgument = Annotated[str, typer.Argument(help="Host name, as in the spec's hosts list.")]
@@ -32,6 +31,8 @@ def _display(path: Path) -> str:
 def up(stack: StackOption = None, file: FileOption = None) -> None:
     """Build a 'provisioner: local' cluster on this machine (network namespaces, real sshd and
     nftables) and wait until a key login works on every host. Needs root."""
+    from gpufleet.local import cluster_is_up, cluster_up, preflight_tools  # only here: a fast CLI start
+
     path, spec = load_cli_spec(stack, file)
     preflight_tools.check_provisioner(spec)  # a Pulumi stack is refused before anything is locked
     lock = ensure_stack_lock(path, spec) if spec.runs_image else None
@@ -68,6 +69,8 @@ PurgeOption = Annotated[
 def down(stack: StackOption = None, file: FileOption = None, purge: PurgeOption = False) -> None:
     """Remove a local cluster: processes, daemons, namespaces, links, firewall tables, state. The NAS
     data (checkpoints, run logs) and the image cache stay, unless --purge. Exit 0 if not up."""
+    from gpufleet.local import cluster_down
+
     _, spec = load_cli_spec(stack, file, quiet=True)
     messages: list[str] = []
     cluster_down(spec, find_project_root(), progress=messages.append, purge=purge)

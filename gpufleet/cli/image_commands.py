@@ -11,8 +11,6 @@ from gpufleet.cli.common import FileOption, StackOption, console, err_console, l
 from gpufleet.environment.lockfile import Lock, lock_path, read_lock, write_lock
 from gpufleet.environment.stack_lock import current_lock
 from gpufleet.errors import InputError
-from gpufleet.local import images
-from gpufleet.local.images import machine_docker
 from gpufleet.spec.models import ClusterSpec
 
 UpgradeOption = Annotated[
@@ -65,6 +63,9 @@ def lock(
 
 
 def lock_for(spec: ClusterSpec, previous: Lock | None, upgrade: bool, snapshot: bool = True) -> Lock:
+    from gpufleet.local import images  # the image machinery, only when a command needs it
+    from gpufleet.local.images import machine_docker
+
     if builds_locally(spec):
         return images.lock_image(spec, previous, upgrade, _progress)
     return machine_docker.lock_image(spec, previous, upgrade, _progress, snapshot=snapshot)
@@ -100,6 +101,9 @@ def build(
     path, spec = load_cli_spec(stack, file)
     if push and builds_locally(spec):
         raise InputError("--push: a local stack has no registry; its image is streamed into each host by up")
+    from gpufleet.local import images
+    from gpufleet.local.images import machine_docker
+
     locked = ensure_stack_lock(path, spec)
     if builds_locally(spec):
         image, _ = images.ensure_image(spec, _progress, lock=locked, no_cache=no_cache)
