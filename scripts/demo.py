@@ -38,7 +38,7 @@ CHECKPOINTS = f"/checkpoints/intent-classifier-{time.strftime('%Y%m%d-%H%M%S')}"
 EPOCHS = 8
 SHOWN = re.compile(r"intent_classifier:|gpufleet:|Error|error:")
 ACCURACY = re.compile(r"final val_accuracy=([0-9.]+)")
-console = Console()
+console = Console(soft_wrap=True)  # a sentence stays one line in a pipe or a CI log
 
 
 def step(message: str) -> None:
