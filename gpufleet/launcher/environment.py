@@ -43,6 +43,7 @@ class HostEnvironment:
     live_digest: str | None  # of what the container holds now (python and dpkg)
     differences: tuple[Difference, ...] = ()
     error: str | None = None  # no manifest, or no answer
+    no_manifest: bool = False  # an image not built by gpufleet (or before it wrote manifests)
 
     @property
     def drifted(self) -> bool:
@@ -79,7 +80,8 @@ def parse_answer(host: str, stdout: str, stderr: str = "") -> HostEnvironment:
         last = (stderr.strip().splitlines() or ["no output"])[-1]
         return HostEnvironment(host, None, None, error=f"the environment check gave no answer ({last})")
     if data.get("error"):
-        return HostEnvironment(host, None, None, error=str(data["error"]))
+        missing = data.get("manifest_digest") is None and "no manifest" in str(data["error"])
+        return HostEnvironment(host, None, None, error=str(data["error"]), no_manifest=missing)
     differences = tuple(
         Difference(str(d["section"]), str(d["name"]), str(d["expected"]), str(d["live"]))
         for d in data.get("differences") or []
@@ -120,8 +122,16 @@ def host_problem(env: HostEnvironment, expected: str | None) -> str | None:
     return None
 
 
+def unverifiable(environments: dict[str, HostEnvironment]) -> bool:
+    """No host's image has a manifest (built elsewhere, or before gpufleet wrote them): nothing to compare."""
+    return bool(environments) and all(env.no_manifest for env in environments.values())
+
+
 def parity_problems(environments: dict[str, HostEnvironment], declared: str | None) -> dict[str, str]:
-    """Host -> why it differs; empty when every host runs the same, unchanged environment."""
+    """Host -> why it differs; empty when every host runs the same, unchanged environment (or when
+    no host's image has a manifest: there is nothing to hold them to, and preflight warns)."""
+    if unverifiable(environments) and not declared:
+        return {}
     expected = expected_manifest(environments, declared)
     problems = {name: host_problem(env, expected) for name, env in environments.items()}
     return {name: problem for name, problem in problems.items() if problem}

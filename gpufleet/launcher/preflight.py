@@ -295,6 +295,8 @@ def check_environment(spec: ClusterSpec, env: HostEnvironment | None, expected: 
         return Check("skipped", "no image (process runtime)")
     if env is None:
         return Check("fail", "not read", "the environment check did not run on this host")
+    if env.no_manifest and expected is None:  # no host has one: unverifiable, not drifted
+        return Check("warn", "no manifest", f"{env.error}: build the image with gpufleet build to verify it")
     problem = host_problem(env, expected)
     if problem is None:
         return Check("ok", f"as its image ({env.manifest_digest})")

@@ -55,7 +55,7 @@ def test_an_answer_is_a_typed_value_with_every_difference() -> None:
 def test_no_answer_is_an_error_never_a_pass(stdout: str, stderr: str, needle: str) -> None:
     env = parse_answer("node-0", stdout, stderr)
     assert env.error is not None and needle in env.error
-    assert parity_problems({"node-0": env}, None) == {"node-0": env.error}
+    assert parity_problems({"node-0": env}, IMAGE) == {"node-0": env.error}
 
 
 def test_the_expected_manifest_is_the_inventorys_else_the_most_common() -> None:
@@ -91,3 +91,16 @@ def test_preflight_fails_a_drifted_host_and_skips_the_process_runtime() -> None:
     assert check_environment(spec, None, IMAGE).status == "fail"
     process = spec.model_copy(update={"local": spec.local.model_copy(update={"runtime": "process"})})
     assert check_environment(process, None, IMAGE).status == "skipped"
+
+
+def test_images_without_a_manifest_are_unverifiable_not_drifted() -> None:
+    missing = '{"manifest_digest": null, "error": "no manifest at /etc/gpufleet/environment.json: [Errno 2]"}'
+    envs = {name: parse_answer(name, missing) for name in ("node-0", "node-1")}
+    assert parity_problems(envs, None) == {}, "an image built elsewhere does not block train"
+    assert set(parity_problems(envs, IMAGE)) == {"node-0", "node-1"}, (
+        "but the inventory's manifest is required"
+    )
+    one_has_it = {**envs, "node-1": parse_answer("node-1", answer())}
+    assert set(parity_problems(one_has_it, None)) == {"node-0"}
+    spec = stack_spec("local")
+    assert check_environment(spec, envs["node-0"], None).status == "warn"
