@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -40,6 +41,37 @@ class DockerClient:
             env=self.environment(),
             timeout=timeout,
         )
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What ``docker image inspect`` says of one image: its id, labels and registry digests."""
+
+    id: str
+    labels: Mapping[str, str]
+    repo_digests: tuple[str, ...]  # "repository@sha256:..." per registry it was pulled from or pushed to
+
+
+# One JSON value per line: Go's JSON escapes newlines, so a label value cannot split a line.
+_INSPECT_FORMAT = "{{json .Id}}\n{{json .Config.Labels}}\n{{json .RepoDigests}}"
+
+
+def inspect_image(docker: DockerClient, reference: str) -> ImageInfo | None:
+    """``reference`` (a name, or an id) as ``docker`` knows it; None when it has no such image."""
+    probe = docker.run("image", "inspect", "--format", _INSPECT_FORMAT, reference)
+    if probe.returncode != 0:
+        return None
+    try:
+        image_id, labels, digests = (json.loads(line) for line in probe.stdout.strip().split("\n"))
+    except ValueError:
+        return None
+    if not isinstance(image_id, str) or not image_id:
+        return None
+    return ImageInfo(
+        id=image_id,
+        labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
+        repo_digests=tuple(str(d) for d in digests or ()) if isinstance(digests, list) else (),
+    )
 
 
 def machine_docker() -> DockerClient:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import tempfile
 import time
@@ -11,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpufleet.environment.docker_client import DockerClient
+from gpufleet.environment.docker_client import DockerClient, inspect_image
 from gpufleet.local import dockerd
 from gpufleet.local.images.cache import builder_data_root, cache_dir, stored_image_id, stored_labels
 from gpufleet.local.images.steps import CHROOT_ENV, Progress, require_docker
@@ -105,28 +104,11 @@ def build_daemon(progress: Progress) -> Iterator[BuildDaemon]:
 
 
 def daemon_image_id(daemon: dockerd.Daemon, ref: str, label: tuple[str, str] | None = None) -> str | None:
-    probe = dockerd.docker_cli(daemon, "image", "inspect", "--format", "{{.Id}} {{json .Config.Labels}}", ref)
-    if probe.returncode != 0:
+    """The id of ``ref`` in ``daemon`` (when it carries ``label``, if given)."""
+    info = inspect_image(DockerClient(tuple(daemon.docker()), DOCKER_ENV), ref)
+    if info is None or (label is not None and info.labels.get(label[0]) != label[1]):
         return None
-    image_id, _, labels_json = probe.stdout.strip().partition(" ")
-    if label is not None:
-        try:
-            labels = json.loads(labels_json) or {}
-        except ValueError:
-            labels = {}
-        if labels.get(label[0]) != label[1]:
-            return None
-    return image_id or None
-
-
-def image_label(docker: DockerClient, image_id: str, key: str) -> str | None:
-    probe = docker.run("image", "inspect", "--format", "{{json .Config.Labels}}", image_id)
-    try:
-        labels = json.loads(probe.stdout) or {}
-    except ValueError:
-        return None
-    value = labels.get(key) if isinstance(labels, dict) else None
-    return value if isinstance(value, str) else None
+    return info.id
 
 
 def docker_env(buildkit: bool) -> dict[str, str]:

@@ -8,13 +8,13 @@ the local cache builds, FROM the base pinned by digest.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gpufleet.environment import pip_settings, resolve
-from gpufleet.environment.docker_client import DockerClient, machine_docker
+from gpufleet.environment.docker_client import DockerClient, inspect_image, machine_docker
 from gpufleet.environment.lockfile import Lock, LockedBase
 from gpufleet.environment.packages import environment_inputs
 from gpufleet.errors import GpufleetError
@@ -35,19 +35,7 @@ class BuiltImage:
     digest: str | None  # the registry digest after --push: what image.digest pins
 
 
-def _inspect(docker: DockerClient, reference: str) -> tuple[str, list[str]] | None:
-    probe = docker.run("image", "inspect", "--format", "{{.Id}} {{json .RepoDigests}}", reference)
-    if probe.returncode != 0:
-        return None
-    image_id, _, digests = probe.stdout.strip().partition(" ")
-    try:
-        repo_digests = [str(item) for item in json.loads(digests) or []]
-    except ValueError:
-        repo_digests = []
-    return image_id, repo_digests
-
-
-def repo_digest(reference: str, repo_digests: list[str]) -> str | None:
+def repo_digest(reference: str, repo_digests: Sequence[str]) -> str | None:
     """The ``sha256:`` of ``reference``'s repository among docker's RepoDigests (``repo@sha256:...``)."""
     wanted = ImageRef.parse(reference).familiar_repository
     for entry in repo_digests:
@@ -67,17 +55,16 @@ def pull_base(docker: DockerClient, reference: str, progress: Progress) -> Locke
         failed = pulled.returncode != 0
     except subprocess.TimeoutExpired:
         failed = True
-    found = _inspect(docker, reference)
+    found = inspect_image(docker, reference)
     if found is None:
         raise GpufleetError(
             f"lock: image.base {reference} cannot be pulled and is not loaded in this machine's Docker "
             f"(log: {log}): run lock where Docker can pull it, or `docker load` it first"
         )
-    image_id, repo_digests = found
-    digest = ImageRef.parse(reference).digest or repo_digest(reference, repo_digests)
+    digest = ImageRef.parse(reference).digest or repo_digest(reference, found.repo_digests)
     if failed:
-        progress(f"lock: {reference} not pulled; using the image loaded here ({image_id})")
-    return LockedBase(reference=reference, digest=digest, image_id=None if digest else image_id)
+        progress(f"lock: {reference} not pulled; using the image loaded here ({found.id})")
+    return LockedBase(reference=reference, digest=digest, image_id=None if digest else found.id)
 
 
 def lock_image(
@@ -129,8 +116,8 @@ def _push(docker: DockerClient, name: str, progress: Progress) -> str:
     if pushed.returncode != 0:
         last = (pushed.stderr.strip().splitlines() or ["no output"])[-1]
         raise GpufleetError(f"build: docker push {name} failed: {last}")
-    found = _inspect(docker, name)
-    digest = repo_digest(name, found[1]) if found else None
+    found = inspect_image(docker, name)
+    digest = repo_digest(name, found.repo_digests) if found else None
     if digest is None:
         raise GpufleetError(f"build: {name} was pushed but docker reports no digest for it")
     return digest

@@ -17,11 +17,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gpufleet.environment import pip_settings
-from gpufleet.environment.docker_client import DockerClient
+from gpufleet.environment.docker_client import DockerClient, inspect_image
 from gpufleet.environment.lockfile import Lock, lock_bytes, lock_digest
 from gpufleet.errors import GpufleetError
 from gpufleet.local.images.base import Base, base_problem, ensure_base
-from gpufleet.local.images.builder import BuildDaemon, build_daemon, image_label
+from gpufleet.local.images.builder import BuildDaemon, build_daemon
 from gpufleet.local.images.cache import (
     DIGEST_CHARS,
     BuildStep,
@@ -159,11 +159,10 @@ def build_image(
     log = docker_build(docker, context, unlabeled, progress, no_cache=no_cache)
     manifest = label_manifest(docker, unlabeled, context.tag, progress)
     docker.run("rmi", "--no-prune", unlabeled)
-    probe = docker.run("image", "inspect", "--format", "{{.Id}}", context.tag)
-    image_id = probe.stdout.strip()
-    if probe.returncode != 0 or image_label(docker, image_id, MANIFEST_LABEL) != manifest:
+    info = inspect_image(docker, context.tag)
+    if info is None or info.labels.get(MANIFEST_LABEL) != manifest:
         raise GpufleetError(f"image: {context.tag} is not in the daemon after docker build; see {log}")
-    return LocalImage(context.tag, image_id, manifest)
+    return LocalImage(context.tag, info.id, manifest)
 
 
 def digest_of(lock: Lock) -> str:
@@ -182,7 +181,10 @@ def ensure_training(
     image_id = None if no_cache else builder.image_id(context.tag, (INPUTS_LABEL, context.digest))
     if image_id is not None:
         labels = stored_labels(builder.data_root, image_id) if builder.daemon is None else {}
-        manifest = labels.get(MANIFEST_LABEL) or image_label(builder.client(), image_id, MANIFEST_LABEL)
+        if MANIFEST_LABEL not in labels:  # the daemon is running (or the files said nothing): ask it
+            info = inspect_image(builder.client(), image_id)
+            labels = dict(info.labels) if info else {}
+        manifest = labels.get(MANIFEST_LABEL)
         if manifest:
             progress(f"image: {context.tag} cached")
             return LocalImage(context.tag, image_id, manifest, digest_of(lock)), BuildStep(
