@@ -31,7 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from gpufleet.errors import shown
-from gpufleet.spec.image_ref import ImageRef, ImageRefError
+from gpufleet.spec.image_ref import DIGEST_RE, ImageRef, ImageRefError
 from gpufleet.spec.keys import check_public_key_line
 
 # --- reusable field types -------------------------------------------------------------
@@ -157,7 +157,16 @@ def _nccl_key(value: str) -> str:
 
 NcclKey = Annotated[str, _SAFE, AfterValidator(_nccl_key)]
 
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+def _image_reference(value: str) -> str:
+    try:
+        ImageRef.parse(value)
+    except ImageRefError as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
+ImageReference = Annotated[str, _SAFE, AfterValidator(_image_reference)]
 
 
 def _python_requirement(value: str) -> str:
@@ -245,7 +254,7 @@ DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.9.0-cuda12.8-cudnn9-runtime"
 class ImageSpec(SpecModel):
     """The training image: its packages declared here, locked, built once, pinned by digest."""
 
-    name: SafeStr = Field(
+    name: ImageReference = Field(
         description="Registry reference of the training image, with an optional tag and without "
         "a digest (e.g. registry.example.com/ml/chatbot-train:v2.9).",
     )
@@ -254,7 +263,7 @@ class ImageSpec(SpecModel):
         description="The pushed image's content digest, 'sha256:' + 64 hex (`gpufleet build --push` "
         "prints it). Without it hosts pull a tag, which may move.",
     )
-    base: SafeStr = Field(
+    base: ImageReference = Field(
         default=DEFAULT_BASE_IMAGE,
         description="Base image the rendered Dockerfile builds from (a local stack without it uses "
         "the offline CPU stand-in base).",
@@ -281,25 +290,12 @@ class ImageSpec(SpecModel):
     def _check_name(cls, value: str) -> str:
         if "@" in value:
             raise ValueError("put the digest in image.digest, not in image.name")
-        try:
-            ImageRef.parse(value)
-        except ImageRefError as error:
-            raise ValueError(str(error)) from None
-        return value
-
-    @field_validator("base")
-    @classmethod
-    def _check_base(cls, value: str) -> str:
-        try:
-            ImageRef.parse(value)
-        except ImageRefError as error:
-            raise ValueError(str(error)) from None
         return value
 
     @field_validator("digest")
     @classmethod
     def _check_digest(cls, value: str | None) -> str | None:
-        if value is not None and not _DIGEST_RE.match(value):
+        if value is not None and not DIGEST_RE.match(value):
             raise ValueError(
                 "must be 'sha256:' followed by 64 lowercase hex digits (see "
                 "'docker buildx imagetools inspect IMAGE' or the registry's digest)"
