@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
+from gpufleet.hostscripts import envmanifest
 from gpufleet.render import render_cluster, write_tree
 from gpufleet.render.templating import yaml_quote
 from gpufleet.spec import parse_spec
@@ -29,6 +30,9 @@ PER_HOST_FILES = {"sshd_config", "authorized_keys", "nftables.conf", "nccl.env",
 def test_golden_files(stack: str) -> None:
     spec = stack_spec(stack)
     tree = render_cluster(spec, lock=sample_lock(spec), lock_name=f"Pulumi.{stack}.lock")
+    # The image's copy of envmanifest.py is that file itself, not rendered: held to its source, not to four copies.
+    manifest_script = PurePosixPath("gpufleet-env", "envmanifest.py")
+    assert tree.pop(manifest_script) == Path(envmanifest.__file__).read_text()
     folder = GOLDEN / stack
     if os.environ.get("GPUFLEET_UPDATE_GOLDEN"):
         shutil.rmtree(folder, ignore_errors=True)
