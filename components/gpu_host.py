@@ -14,7 +14,7 @@ from components.host_firewall import HostFirewall, HostFirewallArgs
 from components.image_delivery import ImageDelivery, ImageDeliveryArgs
 from components.nas_volume import NasVolume, NasVolumeArgs
 from components.remote_access import docker_ssh_opts, ssh_target, write_peers_script
-from gpufleet.derive.container import container_settings, host_peers_dir, peer_hosts
+from gpufleet.derive.container import ContainerSettings, container_settings, host_peers_dir, peer_hosts
 from gpufleet.derive.firewall import FirewallPlan
 from gpufleet.derive.nccl import NcclEnv
 from gpufleet.derive.sshd import authorized_keys
@@ -80,20 +80,7 @@ class GpuHost(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        image_id: pulumi.Input[str]
-        if spec.distribution == "ssh":  # no registry: streamed over the pinned login, verified by id
-            delivery = ImageDelivery(
-                f"{name}-image",
-                ImageDeliveryArgs(
-                    reference=args.image_reference, target=target, identity_file=spec.runner.identity_file
-                ),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall]),
-            )
-            image_id = delivery.image_id
-        else:
-            image_id = docker.RemoteImage(
-                f"{name}-image", name=args.image_reference, keep_locally=True, opts=on_host
-            ).image_id
+        image_id = self._image(name, args, on_host, firewall)
 
         settings = container_settings(spec, host, args.nccl)
         peers = remote.Command(
@@ -105,25 +92,7 @@ class GpuHost(pulumi.ComponentResource):
             stdin=peer_hosts(spec),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall]),
         )
-        volume_names: dict[str, pulumi.Input[str]] = {}
-        for share, volume in zip(spec.nas, settings.volumes, strict=True):
-            nas = NasVolume(
-                f"{name}-nas-{share.name}",
-                NasVolumeArgs(
-                    volume_name=volume.name, driver_opts=volume.driver_opts, labels=settings.labels
-                ),
-                opts=pulumi.ResourceOptions(parent=self, providers=[provider]),
-            )
-            volume_names[volume.name] = nas.name
-        # Kept by `pulumi destroy` and by a replaced container: the team's notebooks and files live here.
-        workspace = docker.Volume(
-            f"{name}-workspace",
-            name=settings.workspace.name,
-            driver="local",
-            labels=[docker.VolumeLabelArgs(label=k, value=v) for k, v in settings.labels.items()],
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, retain_on_delete=True),
-        )
-        volume_names[settings.workspace.name] = workspace.name
+        volume_names = self._volumes(name, args.spec, settings, provider)
 
         keys = pulumi.Output.from_input(args.controller_public_key).apply(
             lambda controller: authorized_keys(spec, extra_keys=(controller,))
@@ -156,3 +125,49 @@ class GpuHost(pulumi.ComponentResource):
             )
         )
         self.register_outputs({"inventory_entry": self.inventory_entry, "container_id": self.container_id})
+
+    def _image(
+        self, name: str, args: GpuHostArgs, on_host: pulumi.ResourceOptions, firewall: HostFirewall
+    ) -> pulumi.Input[str]:
+        """The id of the image on the host: pulled from the registry, or streamed (distribution ssh)."""
+        spec = args.spec
+        if spec.distribution == "ssh":  # no registry: streamed over the pinned login, verified by id
+            delivery = ImageDelivery(
+                f"{name}-image",
+                ImageDeliveryArgs(
+                    reference=args.image_reference,
+                    target=ssh_target(spec, args.host),
+                    identity_file=spec.runner.identity_file,
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall]),
+            )
+            return delivery.image_id
+        pulled = docker.RemoteImage(
+            f"{name}-image", name=args.image_reference, keep_locally=True, opts=on_host
+        )
+        return pulled.image_id
+
+    def _volumes(
+        self, name: str, spec: ClusterSpec, settings: ContainerSettings, provider: docker.Provider
+    ) -> dict[str, pulumi.Input[str]]:
+        """Each volume's name (NAS shares, the workspace) as its resource's output, for the dependency."""
+        volume_names: dict[str, pulumi.Input[str]] = {}
+        for share, volume in zip(spec.nas, settings.volumes, strict=True):
+            nas = NasVolume(
+                f"{name}-nas-{share.name}",
+                NasVolumeArgs(
+                    volume_name=volume.name, driver_opts=volume.driver_opts, labels=settings.labels
+                ),
+                opts=pulumi.ResourceOptions(parent=self, providers=[provider]),
+            )
+            volume_names[volume.name] = nas.name
+        # Kept by `pulumi destroy` and by a replaced container: the team's notebooks and files live here.
+        workspace = docker.Volume(
+            f"{name}-workspace",
+            name=settings.workspace.name,
+            driver="local",
+            labels=[docker.VolumeLabelArgs(label=k, value=v) for k, v in settings.labels.items()],
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, retain_on_delete=True),
+        )
+        volume_names[settings.workspace.name] = workspace.name
+        return volume_names
